@@ -1,0 +1,111 @@
+"""How a study is recorded in Optuna's RDB storage (the results database).
+
+Everything lives in Optuna's own tables so ``optuna.load_study`` and
+optuna-dashboard read it unchanged. Parameter names are the study file's
+(``lr``, ``weight_decay``, ``dropout_ratio``, ``batchnorm``, ...).
+
+Study user attributes:
+    ``hpsearch:study_file``  the study file's TOML text, verbatim;
+    ``hpsearch:overrides``   dict of the CLI overrides applied to it;
+    ``hpsearch:metric``      metric name, e.g. ``val_accuracy``;
+    ``hpsearch:round:NNNN``  JSON :class:`RoundRecord` of round NNNN (0-based);
+    ``hpsearch:final_eval``  dict of the final evaluation (test accuracy
+                             mean/std/per seed), when one ran.
+
+Trial user attributes (``TRIAL_*`` constants):
+    ``seed`` int, ``round`` int, ``node`` str (Ray node id or host),
+    ``backend`` str, ``diverged`` bool, ``train_seconds`` float (trainer's own
+    wall time), ``epochs_completed`` int, ``stopped`` bool,
+    ``fail_reason`` str (FAIL only), ``curve`` dict of :class:`Curve`.
+Trial intermediate values: validation accuracy after each epoch, step = epoch.
+Trial value: the metric; state COMPLETE, PRUNED or FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STUDY_FILE_KEY = "hpsearch:study_file"
+OVERRIDES_KEY = "hpsearch:overrides"
+METRIC_KEY = "hpsearch:metric"
+ROUND_KEY_PREFIX = "hpsearch:round:"
+FINAL_EVAL_KEY = "hpsearch:final_eval"
+
+TRIAL_SEED = "seed"
+TRIAL_ROUND = "round"
+TRIAL_NODE = "node"
+TRIAL_BACKEND = "backend"
+TRIAL_DIVERGED = "diverged"
+TRIAL_TRAIN_SECONDS = "train_seconds"
+TRIAL_EPOCHS = "epochs_completed"
+TRIAL_STOPPED = "stopped"
+TRIAL_FAIL_REASON = "fail_reason"
+TRIAL_CURVE = "curve"
+
+CURVE_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def round_key(index: int) -> str:
+    return f"{ROUND_KEY_PREFIX}{index:04d}"
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Per-epoch metrics of one trial, column-wise; index i is epoch i+1."""
+
+    train_loss: tuple[float, ...] = ()
+    train_accuracy: tuple[float, ...] = ()
+    val_loss: tuple[float, ...] = ()
+    val_accuracy: tuple[float, ...] = ()
+    seconds: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, list[float | None]]:
+        """JSON-ready; NaN becomes None (JSON has no NaN)."""
+        return {k: [_nan_to_none(v) for v in getattr(self, k)] for k in CURVE_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Curve:
+        return cls(
+            **{k: tuple(math.nan if v is None else float(v) for v in data.get(k, ())) for k in CURVE_FIELDS}
+        )
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round of the narrowing loop.
+
+    Attributes:
+        index: 0-based round number.
+        box: Per parameter, ``{"low", "high", "log"}`` for numbers or
+            ``{"choices": [...]}`` for categoricals: where this round sampled.
+        n_trials: Trials this round asked for.
+        top_trials: Trial numbers of the top-k finished trials (best first).
+        best: Best metric of the round (None when no trial finished).
+        median: Median metric of the round's finished trials.
+        started_at, ended_at: ISO-8601 UTC timestamps.
+        moved_edges: Edges of this box that extended past the previous box
+            (``["lr.high", ...]``); empty for a box that only shrank.
+    """
+
+    index: int
+    box: dict[str, dict[str, Any]]
+    n_trials: int
+    top_trials: list[int] = field(default_factory=list)
+    best: float | None = None
+    median: float | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    moved_edges: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundRecord:
+        return cls(**data)

@@ -1,0 +1,11 @@
+"""Shared test setup: loopback-only Ray, one BLAS thread, markers."""
+
+from __future__ import annotations
+
+import os
+
+# Ray must bind to loopback in tests (never the machine's other address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
