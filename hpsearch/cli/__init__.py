@@ -1,0 +1,74 @@
+"""The ``hpsearch`` command.
+
+Errors a user can fix (bad study file, option, storage URL, missing study)
+print one line ``hpsearch: error: ...`` on stderr and exit 2, with no
+traceback; a service that does not answer exits 1; unexpected failures exit 1;
+Ctrl-C exits 130. Data goes to stdout, progress and logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from hpsearch import __version__
+from hpsearch.errors import ClusterError, HPSearchError
+from trainer.errors import TrainerError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(EXIT_USAGE, f"hpsearch: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hpsearch.cli import query, run
+
+    parser = _Parser(
+        prog="hpsearch",
+        description="Distributed hyperparameter search for neural-network training.",
+    )
+    parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    run.register(sub)
+    query.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="hpsearch: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ClusterError as exc:
+        print(f"hpsearch: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (HPSearchError, TrainerError) as exc:
+        print(f"hpsearch: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("hpsearch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILURE
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
