@@ -10,13 +10,17 @@ Study user attributes:
     ``hpsearch:metric``      metric name, e.g. ``val_accuracy``;
     ``hpsearch:round:NNNN``  JSON :class:`RoundRecord` of round NNNN (0-based);
     ``hpsearch:final_eval``  dict of the final evaluation (test accuracy
-                             mean/std/per seed), when one ran.
+                             mean/std/per seed), when one ran;
+    ``hpsearch:status``      ``{"state": "finished", "reason": ...}`` once
+                             the last round ended.
 
 Trial user attributes (``TRIAL_*`` constants):
     ``seed`` int, ``round`` int, ``node`` str (Ray node id or host),
     ``backend`` str, ``diverged`` bool, ``train_seconds`` float (trainer's own
     wall time), ``epochs_completed`` int, ``stopped`` bool,
-    ``fail_reason`` str (FAIL only), ``curve`` dict of :class:`Curve`.
+    ``fail_reason`` str (FAIL only; ``stale: ...`` for a trial left RUNNING
+    by a driver that died, redone on resume and not counted in its round),
+    ``curve`` dict of :class:`Curve`.
 Trial intermediate values: validation accuracy after each epoch, step = epoch.
 Trial value: the metric; state COMPLETE, PRUNED or FAIL.
 """
@@ -32,6 +36,7 @@ OVERRIDES_KEY = "hpsearch:overrides"
 METRIC_KEY = "hpsearch:metric"
 ROUND_KEY_PREFIX = "hpsearch:round:"
 FINAL_EVAL_KEY = "hpsearch:final_eval"
+STATUS_KEY = "hpsearch:status"
 
 TRIAL_SEED = "seed"
 TRIAL_ROUND = "round"
@@ -72,7 +77,10 @@ class Curve:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Curve:
         return cls(
-            **{k: tuple(math.nan if v is None else float(v) for v in data.get(k, ())) for k in CURVE_FIELDS}
+            **{
+                k: tuple(math.nan if v is None else float(v) for v in data.get(k, ()))
+                for k in CURVE_FIELDS
+            }
         )
 
 

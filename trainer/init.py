@@ -8,6 +8,7 @@ output), then cast by the backend to its dtype.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -35,7 +36,7 @@ def initial_affine_params(
     """``(W, b)`` per Affine layer in float64; W has shape (n_in, n_out)."""
     sizes = layer_sizes(config, n_features, n_classes)
     params = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in itertools.pairwise(sizes):
         w = init_std(config.weight_init, n_in) * rng.standard_normal((n_in, n_out))
         params.append((w, np.zeros(n_out)))
     return params

@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="hpsearch: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG if args.verbose else optuna.logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except ClusterError as exc:

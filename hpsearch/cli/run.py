@@ -1,0 +1,157 @@
+"""``hpsearch run``: run (or resume) a study from its study file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from hpsearch.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a study file: sample, train on Ray, narrow, record",
+        description="Run (or resume) the study described by STUDY.toml.",
+    )
+    p.add_argument("study_file", metavar="STUDY.toml", help="the study file (TOML)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="results database URL (default sqlite:///hpsearch.db in the current directory)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: 'auto' or ray://HOST:PORT (default: start Ray locally)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="parallel trials (default: CPUs)")
+    p.add_argument("--name", default=None, help="study name (default: the study file's)")
+    p.add_argument("--seed", type=int, default=None, help="study seed (default: the file's)")
+    p.add_argument("--rounds", type=int, default=None, help="override narrowing.rounds")
+    p.add_argument(
+        "--trials-per-round", type=int, default=None, help="override narrowing.trials_per_round"
+    )
+    p.add_argument("--top-k", type=int, default=None, help="override narrowing.top_k")
+    p.add_argument(
+        "--final-eval",
+        action="store_true",
+        default=None,
+        help="retrain the best configuration on train+validation and report test accuracy",
+    )
+    p.add_argument("--quiet", action="store_true", help="no live progress on stderr")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    # Everything that can be wrong with the input is checked before anything
+    # is written: the study file, the overrides, the storage URL, the data.
+    from hpsearch.config import load_study
+    from hpsearch.storage import DEFAULT_STORAGE
+    from hpsearch.storage_url import mask_url, parse_storage_url
+
+    config = load_study(args.study_file)
+    config = config.with_overrides(
+        name=args.name,
+        seed=args.seed,
+        rounds=args.rounds,
+        trials_per_round=args.trials_per_round,
+        top_k=args.top_k,
+        workers=args.workers,
+    )
+    url = args.storage or DEFAULT_STORAGE
+    parse_storage_url(url)
+    if args.address is not None and not args.address.strip():
+        raise ConfigError("--address: got ''; expected 'auto', HOST:PORT or ray://HOST:PORT")
+
+    from trainer.datasets import load_dataset
+
+    data = load_dataset(
+        config.data.dataset,
+        train_samples=config.data.train_samples,
+        val_fraction=config.data.val_fraction,
+        seed=config.seed,
+    )
+
+    from hpsearch import records
+    from hpsearch.cli.progress import ProgressDisplay, summary_table
+    from hpsearch.cluster import RayExecutor, ray_session
+    from hpsearch.sampling import make_sampler
+    from hpsearch.search import NarrowingSearch, SearchObserver
+    from hpsearch.storage import StudyStore
+
+    err = sys.stderr
+    sampler = make_sampler(config.sampler, config.seed)
+    print(f"hpsearch: storage {mask_url(url)}", file=err)
+    store, existed = StudyStore.open(
+        url, config.name, direction=config.direction, sampler=sampler, create=True
+    )
+    if existed:
+        attrs = store.user_attrs()
+        n = len(store.trials())
+        print(f"hpsearch: study {config.name!r} exists ({n} trials recorded); resuming", file=err)
+        if attrs.get(records.STUDY_FILE_KEY) not in (None, config.source_text):
+            logger.warning(
+                "the study file differs from the one recorded for %r; the recorded rounds are kept",
+                config.name,
+            )
+    else:
+        store.set_study_attr(records.STUDY_FILE_KEY, config.source_text)
+        store.set_study_attr(records.OVERRIDES_KEY, dict(config.overrides))
+        store.set_study_attr(records.METRIC_KEY, config.metric)
+        print(
+            f"hpsearch: study {config.name!r}: {config.narrowing.rounds} rounds x "
+            f"{config.narrowing.trials_per_round} trials, sampler {config.sampler}, "
+            f"metric {config.metric} ({config.direction})",
+            file=err,
+        )
+
+    observer: SearchObserver = SearchObserver() if args.quiet else ProgressDisplay(err)
+    with ray_session(args.address):
+        executor = RayExecutor(
+            data,
+            workers=config.resources.workers,
+            cpus_per_trial=config.resources.cpus_per_trial,
+            gpus_per_trial=config.resources.gpus_per_trial,
+        )
+        print(
+            f"hpsearch: Ray with {executor.info.nodes} node(s), {executor.info.cpus:g} CPUs; "
+            f"{executor.workers} workers",
+            file=err,
+        )
+        try:
+            result = NarrowingSearch(
+                config, store, executor, sampler, observer=observer, final_eval=args.final_eval
+            ).run()
+        finally:
+            executor.close()
+
+    out = sys.stdout
+    if result.already_finished:
+        print(f"hpsearch: study {config.name!r} already finished ({result.stop_reason})", file=err)
+    print(summary_table(result.rounds), file=out)
+    print(f"stopped: {result.stop_reason}", file=out)
+    best = result.best_trial
+    if best is None:
+        print("best: no trial completed", file=out)
+    else:
+        params = "  ".join(f"{k}={_fmt_param(v)}" for k, v in best.params.items())
+        print(f"best: trial {best.number}  {config.metric}={best.value:.4f}  {params}", file=out)
+    if result.final_eval and result.final_eval.get("mean") is not None:
+        fe = result.final_eval
+        print(
+            f"final evaluation: test accuracy {fe['mean']:.4f} ± {fe['std']:.4f} "
+            f"over {len(fe['seeds'])} seeds",
+            file=out,
+        )
+    return 0
+
+
+def _fmt_param(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,297 @@
+"""The results database as the driver writes it: one study, its rounds, its trials.
+
+Optuna's RDB storage is the database (SQLite by default, PostgreSQL for a
+cluster); :mod:`hpsearch.records` says where each thing is kept. Writes on the
+trial hot path are lean: a trial is created with its parameters in one
+transaction and finished (value, state, curve, attributes, intermediate
+values) in one transaction per batch of finished trials.
+
+Durability: on SQLite the database runs in WAL mode with
+``synchronous=NORMAL``: a committed trial survives a crash of the driver; a
+power loss can lose the last few commits. A crash of the driver costs at most
+the trials that were running (they stay RUNNING and are redone on resume).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.distributions import (
+    BaseDistribution,
+    check_distribution_compatibility,
+    distribution_to_json,
+)
+from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch import records
+from hpsearch.errors import HPSearchError
+from hpsearch.records import Curve, RoundRecord
+from hpsearch.storage_url import mask_url, open_storage
+from hpsearch.worker import TrialOutcome
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///hpsearch.db"
+
+
+def _tune_sqlite(storage: RDBStorage) -> None:
+    """WAL (readers never block the writer) and NORMAL sync on every connection."""
+    engine = storage.engine
+    if engine.name != "sqlite":
+        return
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()  # pooled connections reopen with the pragmas
+
+
+def curve_from_history(history: Mapping[str, Any]) -> Curve:
+    rows = history.get("records", ())
+    return Curve(**{k: tuple(float(r[k]) for r in rows) for k in records.CURVE_FIELDS})
+
+
+class StudyStore:
+    """The driver's handle on one study in the results database."""
+
+    def __init__(self, storage: RDBStorage, study: optuna.Study) -> None:
+        self.rdb = storage
+        self.study = study
+        self.study_id = study._study_id
+
+    # -- opening ---------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        name: str,
+        *,
+        direction: str,
+        sampler: optuna.samplers.BaseSampler,
+        create: bool,
+    ) -> tuple[StudyStore, bool]:
+        """Open (or create) study ``name``; returns the store and whether it existed."""
+        rdb = open_storage(url, create=create)
+        _tune_sqlite(rdb)
+        try:
+            study = optuna.load_study(study_name=name, storage=rdb, sampler=sampler)
+            existed = True
+        except KeyError:
+            if not create:
+                raise
+            study = optuna.create_study(
+                study_name=name, storage=rdb, sampler=sampler, direction=direction
+            )
+            existed = False
+        wanted = StudyDirection.MAXIMIZE if direction == "maximize" else StudyDirection.MINIMIZE
+        if study.direction != wanted:
+            raise HPSearchError(
+                f"study {name!r} in {mask_url(url)} has direction "
+                f"{study.direction.name.lower()}, the study file says {direction}; "
+                "use --name to start a new study"
+            )
+        return cls(rdb, study), existed
+
+    # -- study-level records --------------------------------------------
+    def user_attrs(self) -> dict[str, Any]:
+        return self.rdb.get_study_user_attrs(self.study_id)
+
+    def set_study_attr(self, key: str, value: Any) -> None:
+        self.rdb.set_study_user_attr(self.study_id, key, value)
+
+    def rounds(self) -> list[RoundRecord]:
+        attrs = self.user_attrs()
+        keys = sorted(k for k in attrs if k.startswith(records.ROUND_KEY_PREFIX))
+        return [RoundRecord.from_dict(attrs[k]) for k in keys]
+
+    def save_round(self, record: RoundRecord) -> None:
+        self.set_study_attr(records.round_key(record.index), record.to_dict())
+
+    # -- trials ----------------------------------------------------------
+    def trials(self, states: Iterable[TrialState] | None = None) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=tuple(states) if states else None)
+
+    def check_distributions(self, dists: Mapping[str, BaseDistribution]) -> None:
+        """Fail early if the study already records a parameter with another kind of
+        distribution (e.g. a resumed study whose file changed a range to a choice)."""
+        for trial in self.trials():
+            for name, recorded in trial.distributions.items():
+                if name in dists:
+                    try:
+                        check_distribution_compatibility(recorded, dists[name])
+                    except ValueError as exc:
+                        raise HPSearchError(
+                            f"search.{name}: the recorded study samples it as {recorded}, "
+                            f"the study file as {dists[name]} ({exc}); use --name to start "
+                            "a new study"
+                        ) from exc
+            return
+
+    def create_running_trials(
+        self,
+        batch: list[tuple[Mapping[str, Any], int]],
+        distributions: Mapping[str, BaseDistribution],
+    ) -> list[tuple[int, int]]:
+        """Create RUNNING trials ``(params, round)``, all in one transaction.
+
+        Returns ``(trial_id, number)`` per trial, in order. Numbers follow
+        Optuna's rule (count of the study's earlier trials); the first insert
+        takes the write lock (and the study row is locked on PostgreSQL), so
+        concurrent drivers never get the same number.
+        """
+        if not batch:
+            return []
+        now = datetime.datetime.now()
+        dist_json = {name: distribution_to_json(d) for name, d in distributions.items()}
+        with _create_scoped_session(self.rdb.scoped_session) as session:
+            models.StudyModel.find_or_raise_by_id(self.study_id, session, for_update=True)
+            rows = [
+                models.TrialModel(
+                    study_id=self.study_id,
+                    number=None,
+                    state=TrialState.RUNNING,
+                    datetime_start=now,
+                )
+                for _ in batch
+            ]
+            session.add_all(rows)
+            session.flush()
+            first = rows[0].count_past_trials(session)
+            params_rows: list[dict[str, Any]] = []
+            attr_rows: list[dict[str, Any]] = []
+            out = []
+            for offset, (row, (params, round_index)) in enumerate(zip(rows, batch, strict=False)):
+                row.number = first + offset
+                out.append((row.trial_id, row.number))
+                for name, value in params.items():
+                    params_rows.append(
+                        {
+                            "trial_id": row.trial_id,
+                            "param_name": name,
+                            "param_value": distributions[name].to_internal_repr(value),
+                            "distribution_json": dist_json[name],
+                        }
+                    )
+                attr_rows.append(
+                    {
+                        "trial_id": row.trial_id,
+                        "key": records.TRIAL_ROUND,
+                        "value_json": json.dumps(round_index),
+                    }
+                )
+            session.execute(sqlalchemy.insert(models.TrialParamModel), params_rows)
+            session.execute(sqlalchemy.insert(models.TrialUserAttributeModel), attr_rows)
+        return out
+
+    def set_trial_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.rdb.set_trial_user_attr(trial_id, key, value)
+
+    def finish_trials(self, outcomes: list[TrialOutcome]) -> None:
+        """Record finished trials (value, state, curve, attributes, intermediate
+        values), all in one transaction. A trial already finished is left as is."""
+        if not outcomes:
+            return
+        now = datetime.datetime.now()
+        trial_model = models.TrialModel
+        with _create_scoped_session(self.rdb.scoped_session) as session:
+            ids = [o.trial_id for o in outcomes]
+            states = dict(
+                session.execute(
+                    sqlalchemy.select(trial_model.trial_id, trial_model.state).where(
+                        trial_model.trial_id.in_(ids)
+                    )
+                ).all()
+            )
+            attr_rows: list[dict[str, Any]] = []
+            step_rows: list[dict[str, Any]] = []
+            value_rows: list[dict[str, Any]] = []
+            updates: list[dict[str, Any]] = []
+            for outcome in outcomes:
+                state = states.get(outcome.trial_id)
+                if state is None or state.is_finished():
+                    logger.warning("trial %d is not running; not recorded again", outcome.number)
+                    continue
+                self._outcome_rows(outcome, attr_rows, step_rows, value_rows)
+                updates.append(
+                    {"id": outcome.trial_id, "state": TrialState[outcome.state], "done": now}
+                )
+            if attr_rows:
+                session.execute(sqlalchemy.insert(models.TrialUserAttributeModel), attr_rows)
+            if step_rows:
+                session.execute(sqlalchemy.insert(models.TrialIntermediateValueModel), step_rows)
+            if value_rows:
+                session.execute(sqlalchemy.insert(models.TrialValueModel), value_rows)
+            if updates:
+                table = trial_model.__table__
+                session.execute(
+                    table.update()
+                    .where(table.c.trial_id == sqlalchemy.bindparam("id"))
+                    .values(
+                        state=sqlalchemy.bindparam("state"),
+                        datetime_complete=sqlalchemy.bindparam("done"),
+                    ),
+                    updates,
+                )
+
+    @staticmethod
+    def _outcome_rows(
+        outcome: TrialOutcome,
+        attr_rows: list[dict[str, Any]],
+        step_rows: list[dict[str, Any]],
+        value_rows: list[dict[str, Any]],
+    ) -> None:
+        history = outcome.history or {}
+        curve = curve_from_history(history)
+        attrs: dict[str, Any] = {
+            records.TRIAL_SEED: outcome.seed,
+            records.TRIAL_NODE: outcome.node,
+            records.TRIAL_BACKEND: outcome.backend,
+            records.TRIAL_DIVERGED: outcome.diverged,
+            records.TRIAL_TRAIN_SECONDS: round(outcome.train_seconds, 6),
+            records.TRIAL_EPOCHS: len(curve.val_accuracy),
+            records.TRIAL_STOPPED: bool(history.get("stopped", False)),
+            records.TRIAL_CURVE: curve.to_dict(),
+        }
+        if outcome.fail_reason:
+            attrs[records.TRIAL_FAIL_REASON] = outcome.fail_reason
+        trial_id = outcome.trial_id
+        attr_rows.extend(
+            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+        )
+        ivm = models.TrialIntermediateValueModel
+        for epoch, value in enumerate(curve.val_accuracy, start=1):
+            stored, kind = ivm.intermediate_value_to_stored_repr(value)
+            step_rows.append(
+                {
+                    "trial_id": trial_id,
+                    "step": epoch,
+                    "intermediate_value": stored,
+                    "intermediate_value_type": kind,
+                }
+            )
+        state = TrialState[outcome.state]
+        if outcome.value is not None and state in (TrialState.COMPLETE, TrialState.PRUNED):
+            stored, kind = models.TrialValueModel.value_to_stored_repr(outcome.value)
+            value_rows.append(
+                {"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind}
+            )
+
+    def fail_trial(self, trial_id: int, reason: str) -> None:
+        """Mark one trial FAIL with a reason (e.g. stale after a driver crash)."""
+        self.rdb.set_trial_user_attr(trial_id, records.TRIAL_FAIL_REASON, reason)
+        self.rdb.set_trial_state_values(trial_id, TrialState.FAIL)

@@ -1,0 +1,155 @@
+"""What a worker does with one trial: train it and describe the outcome.
+
+Pure Python (no Ray, no database): :mod:`hpsearch.cluster` runs
+:func:`run_trial` inside Ray actors, tests call it directly. A worker gets a
+:class:`TrialTask` and the dataset and gives back a :class:`TrialOutcome`;
+nothing it does touches the results database.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trainer.config import TrainConfig
+from trainer.datasets import Dataset
+from trainer.history import History
+from trainer.train import train
+
+METRICS = ("val_accuracy", "best_val_accuracy", "val_loss")
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """The recorded seed of trial ``trial_number``: derived, never drawn globally."""
+    state = np.random.SeedSequence([study_seed, trial_number]).generate_state(1, dtype=np.uint32)
+    return int(state[0])
+
+
+def final_eval_seed(study_seed: int, index: int) -> int:
+    """Seed of the ``index``-th final-evaluation run (a stream apart from trials)."""
+    state = np.random.SeedSequence([study_seed, 1, index]).generate_state(1, dtype=np.uint32)
+    return int(state[0])
+
+
+def metric_value(history: History, metric: str) -> float:
+    """The study metric of a finished run (NaN when no epoch completed)."""
+    if not history.records:
+        return math.nan
+    if metric == "val_accuracy":
+        return history.records[-1].val_accuracy
+    if metric == "best_val_accuracy":
+        return history.best_val_accuracy
+    if metric == "val_loss":
+        return history.records[-1].val_loss
+    raise ValueError(f"metric: got {metric!r}; allowed: {', '.join(METRICS)}")
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """One trial as sent to a worker.
+
+    ``final`` marks a final-evaluation run: train on train+validation and
+    evaluate on the test split. Tuning trials never read the test split.
+    """
+
+    number: int
+    trial_id: int
+    round: int
+    params: dict[str, Any]
+    seed: int
+    config: TrainConfig
+    metric: str
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What came back from a worker for one trial.
+
+    Attributes:
+        state: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
+        value: The metric (None unless COMPLETE, or PRUNED with a last value).
+        history: The run's :class:`History` as a dict (partial when stopped).
+        fail_reason: Why the trial failed (``diverged: ...``, an exception).
+        node: Where it ran (Ray node id when known, else the host name).
+        train_seconds: The trainer's own wall time.
+    """
+
+    number: int
+    trial_id: int
+    round: int
+    seed: int
+    params: dict[str, Any]
+    state: str
+    value: float | None
+    history: dict[str, Any] = field(default_factory=dict)
+    diverged: bool = False
+    fail_reason: str | None = None
+    node: str = ""
+    backend: str = ""
+    train_seconds: float = 0.0
+
+
+def run_trial(task: TrialTask, data: Dataset, *, node: str | None = None) -> TrialOutcome:
+    """Train ``task`` on ``data`` and return its outcome; never raises."""
+    node = node or socket.gethostname()
+    start = time.perf_counter()
+    common = dict(
+        number=task.number,
+        trial_id=task.trial_id,
+        round=task.round,
+        seed=task.seed,
+        params=task.params,
+        node=node,
+        backend=task.config.backend,
+    )
+    try:
+        if task.final:
+            history = train(task.config, data.with_validation_merged(), evaluate_test=True)
+        else:
+            history = train(task.config, data)
+    except Exception as exc:  # a worker never raises: the trial is recorded as FAIL
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return TrialOutcome(
+            **common,
+            state="FAIL",
+            value=None,
+            fail_reason=f"error: {last}",
+            train_seconds=time.perf_counter() - start,
+        )
+    seconds = history.seconds
+    if history.diverged:
+        return TrialOutcome(
+            **common,
+            state="FAIL",
+            value=None,
+            history=history.to_dict(),
+            diverged=True,
+            fail_reason=(
+                f"diverged: loss became NaN or infinite in epoch {history.diverged_at_epoch}"
+            ),
+            train_seconds=seconds,
+        )
+    value = history.test_accuracy if task.final else metric_value(history, task.metric)
+    if not math.isfinite(value):
+        return TrialOutcome(
+            **common,
+            state="FAIL",
+            value=None,
+            history=history.to_dict(),
+            fail_reason=f"metric {task.metric} is {value}",
+            train_seconds=seconds,
+        )
+    return TrialOutcome(
+        **common,
+        state="COMPLETE",
+        value=float(value),
+        history=history.to_dict(),
+        train_seconds=seconds,
+    )

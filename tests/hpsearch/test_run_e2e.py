@@ -1,0 +1,223 @@
+"""End to end through the CLI: a real study on the digits data, on local Ray."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import optuna
+import pytest
+
+from hpsearch import records, results
+from hpsearch.cli import main
+from hpsearch.space import box_from_record, contains, inside
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+STUDY = """
+[study]
+name = "e2e"
+seed = 7
+sampler = "random"
+
+[data]
+dataset = "digits"
+train_samples = 600
+val_fraction = 0.2
+
+[model]
+hidden_sizes = [32, 32]
+epochs = 3
+batch_size = 50
+optimizer = "sgd"
+
+[search.lr]
+low = 1e-3
+high = 1.0
+log = true
+
+[search.weight_decay]
+low = 1e-8
+high = 1e-2
+log = true
+
+[search.dropout_ratio]
+low = 0.0
+high = 0.5
+
+[search.batchnorm]
+choices = [true, false]
+
+[narrowing]
+rounds = 3
+trials_per_round = 8
+top_k = 3
+margin = 0.1
+
+[resources]
+workers = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory, ray_local):
+    """Run the study once for the module; tests read what it recorded."""
+    root = tmp_path_factory.mktemp("e2e")
+    study_file = root / "e2e.toml"
+    study_file.write_text(STUDY)
+    url = f"sqlite:///{root / 'results.db'}"
+    code = main(["run", str(study_file), "--storage", url, "--quiet"])
+    assert code == 0
+    return study_file, url
+
+
+def _trials(url: str, name: str = "e2e") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def test_each_round_has_exactly_its_trials(study_run):
+    _, url = study_run
+    trials = _trials(url)
+    rounds = results.rounds(url, "e2e")
+    assert len(rounds) >= 2
+    for r in range(len(rounds)):
+        in_round = [t for t in trials if t.user_attrs[records.TRIAL_ROUND] == r]
+        assert len(in_round) == 8
+        assert all(t.state.is_finished() for t in in_round)
+    assert len(trials) == 8 * len(rounds)
+    assert len({t.number for t in trials}) == len(trials)
+
+
+def test_boxes_nest_and_contain_their_round_best(study_run):
+    _, url = study_run
+    study = optuna.load_study(study_name="e2e", storage=url)
+    attrs = study.user_attrs
+    recs = [
+        records.RoundRecord.from_dict(attrs[k])
+        for k in sorted(attrs)
+        if k.startswith(records.ROUND_KEY_PREFIX)
+    ]
+    by_number = {t.number: t for t in study.get_trials()}
+    previous = None
+    for rec in recs:
+        box = box_from_record(rec.box)
+        if previous is not None:
+            assert inside(box, previous), f"round {rec.index} box leaves round {rec.index - 1}'s"
+        assert rec.top_trials, "every round keeps its top trials"
+        best = by_number[rec.top_trials[0]]
+        assert best.value == pytest.approx(rec.best)
+        assert contains(box, best.params)
+        for number in rec.top_trials:
+            assert by_number[number].user_attrs[records.TRIAL_ROUND] == rec.index
+        previous = box
+    # The narrowing actually narrowed: the last lr range is narrower than the first.
+    first, last = box_from_record(recs[0].box)["lr"], box_from_record(recs[-1].box)["lr"]
+    assert math.log10(last.high / last.low) < math.log10(first.high / first.low)
+
+
+def test_curves_have_one_row_per_epoch_and_split(study_run):
+    _, url = study_run
+    trials = results.trials(url, "e2e")
+    curves = results.curves(url, "e2e")
+    assert list(curves.columns) == ["trial", "epoch", "split", "loss", "accuracy"]
+    complete = trials[trials["state"] == "COMPLETE"]
+    for number in complete["number"]:
+        rows = curves[curves["trial"] == number]
+        assert sorted(rows["epoch"].unique()) == [1, 2, 3]
+        assert len(rows) == 3 * 2  # one row per epoch per split
+    # The metric is the final epoch's validation accuracy.
+    one = complete.iloc[0]
+    last_val = curves[
+        (curves["trial"] == one["number"]) & (curves["epoch"] == 3) & (curves["split"] == "val")
+    ]["accuracy"].item()
+    assert one["value"] == pytest.approx(last_val)
+
+
+def test_trials_record_seed_round_node_backend(study_run):
+    _, url = study_run
+    df = results.trials(url, "e2e")
+    for column in ("number", "state", "value", "round", "seed", "lr", "weight_decay",
+                   "dropout_ratio", "batchnorm", "diverged", "node", "backend",
+                   "train_seconds", "epochs_completed"):
+        assert column in df.columns, column
+    assert df["seed"].notna().all()
+    assert set(df["backend"]) == {"numpy"}
+    assert df["node"].str.len().min() > 0
+    assert (df.loc[df["state"] == "COMPLETE", "value"] > 0.5).any(), "digits should learn"
+    best = results.best(url, "e2e")
+    assert len(best) == 1
+    assert best["value"].item() == df["value"].max()
+
+
+def test_the_database_keeps_the_study_file(study_run):
+    study_file, url = study_run
+    study = optuna.load_study(study_name="e2e", storage=url)
+    assert study.user_attrs[records.STUDY_FILE_KEY] == study_file.read_text()
+    assert study.user_attrs[records.STATUS_KEY]["state"] == "finished"
+
+
+def test_rerun_of_finished_study_says_so_and_adds_nothing(study_run, capsys):
+    study_file, url = study_run
+    before = len(_trials(url))
+    assert main(["run", str(study_file), "--storage", url, "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "already finished" in err
+    assert len(_trials(url)) == before
+
+
+def test_same_seed_reproduces_the_same_parameters(study_run, tmp_path):
+    study_file, url = study_run
+    url2 = f"sqlite:///{tmp_path / 'again.db'}"
+    assert main(["run", str(study_file), "--storage", url2, "--quiet", "--rounds", "1"]) == 0
+    first = [t.params for t in _trials(url) if t.user_attrs[records.TRIAL_ROUND] == 0]
+    again = [t.params for t in _trials(url2)]
+    assert sorted(map(repr, first)) == sorted(map(repr, again))
+    seeds1 = sorted(t.user_attrs["seed"] for t in _trials(url) if t.number < 8)
+    seeds2 = sorted(t.user_attrs["seed"] for t in _trials(url2))
+    assert seeds1 == seeds2
+    url3 = f"sqlite:///{tmp_path / 'other.db'}"
+    assert main(["run", str(study_file), "--storage", url3, "--quiet", "--rounds", "1",
+                 "--seed", "8"]) == 0
+    other = [t.params for t in _trials(url3)]
+    assert sorted(map(repr, other)) != sorted(map(repr, first))
+
+
+def test_final_evaluation_is_recorded(tmp_path, ray_local, capsys):
+    study_file = tmp_path / "fe.toml"
+    study_file.write_text(STUDY.replace('name = "e2e"', 'name = "fe"'))
+    url = f"sqlite:///{tmp_path / 'fe.db'}"
+    code = main(["run", str(study_file), "--storage", url, "--quiet", "--rounds", "1",
+                 "--final-eval"])
+    assert code == 0
+    final = optuna.load_study(study_name="fe", storage=url).user_attrs[records.FINAL_EVAL_KEY]
+    assert len(final["test_accuracy"]) == 5
+    assert 0.5 < final["mean"] <= 1.0
+    assert "final evaluation: test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[study]\nname = 'x'\n[narrowing]\nrounds = 0\n", "narrowing.rounds"),
+        ("[study\nname = 'x'\n", "TOML"),
+        (STUDY.replace("low = 1e-3", "low = 0.0"), "search.lr"),
+        (STUDY.replace('dataset = "digits"', 'dataset = "nope"'), "dataset"),
+    ],
+)
+def test_bad_study_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, text, words):
+    study_file = tmp_path / "bad.toml"
+    study_file.write_text(text)
+    db = tmp_path / "results.db"
+    code = main(["run", str(study_file), "--storage", f"sqlite:///{db}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("hpsearch: error:")
+    assert words.lower() in err.lower()
+    assert not db.exists()
+
+
+def test_sqlite_is_in_wal_mode(study_run):
+    _, url = study_run
+    path = url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
