@@ -1,0 +1,389 @@
+"""The layers of the multi-layer network, one small class per layer.
+
+In the style of the book's ``common/layers.py``: every layer has
+``forward(x, train)`` and ``backward(dout)``, and keeps what the backward pass
+needs in caches named and declared in ``__init__``.
+
+Conventions shared by every layer:
+
+* Arrays are 2-D, ``(batch, features)``. A layer computes in the dtype of its
+  input and parameters: scalars are Python floats (which NumPy treats as
+  "weak"), so float32 stays float32 and float64 stays float64.
+* ``forward(x, train)`` never modifies ``x`` and returns a new array (or ``x``
+  itself for identity layers). With ``train=True`` it caches what
+  ``backward`` needs; with ``train=False`` (inference) it caches nothing.
+* ``backward(dout)`` returns the gradient with respect to the layer's input
+  and writes parameter gradients into the layer's ``d*`` arrays in place (so
+  they can be views into one flat gradient buffer). It may overwrite ``dout``:
+  pass a copy if you still need it.
+* Layers written for one network; stacking several trials along a leading
+  axis ("trial packing") would replace ``axis=0`` reductions with ``axis=-2``
+  and ``.T`` with ``swapaxes(-1, -2)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "Affine",
+    "BatchNorm",
+    "Dropout",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "Tanh",
+    "softmax_cross_entropy",
+]
+
+
+def _not_trained(layer: object) -> RuntimeError:
+    return RuntimeError(
+        f"{type(layer).__name__}.backward: call forward(x, train=True) before backward"
+    )
+
+
+class Affine:
+    """Fully connected layer ``out = x @ W + b``.
+
+    Args:
+        W: Weights, shape (n_in, n_out). Used by reference (updated in place
+            by the optimizer).
+        b: Biases, shape (n_out,).
+        dW, db: Where backward writes the gradients (C-contiguous, same dtype
+            and shape as W and b); allocated when not given.
+        input_grad: Whether backward computes the gradient with respect to
+            ``x``. The first layer of a network does not need it, which saves
+            its largest matrix product; backward then returns None.
+    """
+
+    def __init__(
+        self,
+        W: np.ndarray,
+        b: np.ndarray,
+        *,
+        dW: np.ndarray | None = None,
+        db: np.ndarray | None = None,
+        input_grad: bool = True,
+    ) -> None:
+        self.W = W
+        self.b = b
+        self.dW = np.zeros_like(W) if dW is None else dW
+        self.db = np.zeros_like(b) if db is None else db
+        self.input_grad = input_grad
+        # Cache: the input of the last training-mode forward.
+        self.x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        out = np.matmul(x, self.W)
+        out += self.b
+        self.x = x if train else None
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        x = self.x
+        if x is None:
+            raise _not_trained(self)
+        np.matmul(x.T, dout, out=self.dW)
+        np.add.reduce(dout, axis=0, out=self.db)
+        if not self.input_grad:
+            return None
+        return np.matmul(dout, self.W.T)
+
+
+class BatchNorm:
+    """Batch normalization over the batch axis, then ``gamma * x_hat + beta``.
+
+    Matches ``torch.nn.BatchNorm1d`` (its momentum 0.1 is our 0.9):
+
+    * Training: normalize with the batch mean and the *biased* batch variance,
+      ``x_hat = (x - mean) / sqrt(var + eps)``, and update the running
+      statistics ``running = momentum * running + (1 - momentum) * batch``,
+      where the running variance takes the *unbiased* batch variance
+      ``var * m / (m - 1)``. A training batch of one sample has no unbiased
+      variance: it is normalized with its own statistics (so its output is
+      ``beta`` and its input gradient 0) and leaves the running statistics
+      unchanged, as the torch backend does.
+    * Inference: normalize with ``running_mean`` and ``running_var``, so a
+      sample's output does not depend on the rest of its batch.
+
+    Args:
+        gamma, beta: Scale and shift, shape (n,); used by reference.
+        dgamma, dbeta: Where backward writes their gradients.
+        running_mean, running_var: Initial running statistics (default 0
+            and 1, like torch); updated in place.
+        momentum: Weight of the old running value, default 0.9.
+        eps: Added to the variance, default 1e-5.
+    """
+
+    def __init__(
+        self,
+        gamma: np.ndarray,
+        beta: np.ndarray,
+        *,
+        dgamma: np.ndarray | None = None,
+        dbeta: np.ndarray | None = None,
+        running_mean: np.ndarray | None = None,
+        running_var: np.ndarray | None = None,
+        momentum: float = 0.9,
+        eps: float = 1e-5,
+    ) -> None:
+        self.gamma = gamma
+        self.beta = beta
+        self.dgamma = np.zeros_like(gamma) if dgamma is None else dgamma
+        self.dbeta = np.zeros_like(beta) if dbeta is None else dbeta
+        self.running_mean = np.zeros_like(gamma) if running_mean is None else running_mean
+        self.running_var = np.ones_like(gamma) if running_var is None else running_var
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        # Caches of the last training-mode forward: the normalized input and
+        # 1 / sqrt(batch variance + eps).
+        self.x_hat: np.ndarray | None = None
+        self.inv_std: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        if not train:
+            self.x_hat = self.inv_std = None
+            scale = self.running_var + self.eps
+            np.sqrt(scale, out=scale)
+            np.divide(self.gamma, scale, out=scale)
+            shift = self.running_mean * scale
+            np.subtract(self.beta, shift, out=shift)
+            out = np.multiply(x, scale)
+            out += shift
+            return out
+
+        m = x.shape[0]
+        mean = np.add.reduce(x, axis=0)
+        mean *= 1.0 / m
+        x_hat = np.subtract(x, mean)
+        out = np.square(x_hat)  # reused below as the output buffer
+        var = np.add.reduce(out, axis=0)
+        var *= 1.0 / m
+        inv_std = var + self.eps
+        np.sqrt(inv_std, out=inv_std)
+        np.reciprocal(inv_std, out=inv_std)
+        x_hat *= inv_std
+
+        if m > 1:
+            keep = self.momentum
+            self.running_mean *= keep
+            mean *= 1.0 - keep
+            self.running_mean += mean
+            self.running_var *= keep
+            var *= (1.0 - keep) * m / (m - 1)
+            self.running_var += var
+
+        np.multiply(x_hat, self.gamma, out=out)
+        out += self.beta
+        self.x_hat = x_hat
+        self.inv_std = inv_std
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        x_hat, inv_std = self.x_hat, self.inv_std
+        if x_hat is None or inv_std is None:
+            raise _not_trained(self)
+        # dx = gamma * inv_std * (dout - (dbeta + x_hat * dgamma) / m)
+        m = dout.shape[0]
+        np.add.reduce(dout, axis=0, out=self.dbeta)
+        tmp = np.multiply(dout, x_hat)
+        np.add.reduce(tmp, axis=0, out=self.dgamma)
+        np.multiply(x_hat, self.dgamma * (1.0 / m), out=tmp)
+        tmp += self.dbeta * (1.0 / m)
+        np.subtract(dout, tmp, out=tmp)
+        tmp *= self.gamma * inv_std
+        return tmp
+
+
+class Relu:
+    """``out = max(x, 0)``; the gradient passes where ``out > 0``."""
+
+    def __init__(self) -> None:
+        # Cache: the output of the last training-mode forward.
+        self.out: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        out = np.maximum(x, 0)
+        self.out = out if train else None
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self.out is None:
+            raise _not_trained(self)
+        np.multiply(dout, self.out > 0, out=dout)
+        return dout
+
+
+class Sigmoid:
+    """``out = 1 / (1 + exp(-x))``; the gradient is ``dout * out * (1 - out)``.
+
+    Stable for any input: ``exp(-x)`` overflowing to inf gives exactly 0.
+    """
+
+    def __init__(self) -> None:
+        # Cache: the output of the last training-mode forward.
+        self.out: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        out = np.negative(x)
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+        out += 1
+        np.reciprocal(out, out=out)
+        self.out = out if train else None
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        out = self.out
+        if out is None:
+            raise _not_trained(self)
+        slope = np.subtract(1, out)
+        slope *= out
+        dout *= slope
+        return dout
+
+
+class Tanh:
+    """``out = tanh(x)``; the gradient is ``dout * (1 - out**2)``."""
+
+    def __init__(self) -> None:
+        # Cache: the output of the last training-mode forward.
+        self.out: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        out = np.tanh(x)
+        self.out = out if train else None
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        out = self.out
+        if out is None:
+            raise _not_trained(self)
+        slope = np.square(out)
+        np.subtract(1, slope, out=slope)
+        dout *= slope
+        return dout
+
+
+class Dropout:
+    """Inverted dropout with ratio p.
+
+    Training: each unit is kept with probability 1 - p and scaled by
+    1 / (1 - p), so the expected output equals the input; inference: the
+    identity (equal in expectation to the book's "scale by 1 - p at test").
+    ``p = 0`` is the identity in both modes.
+
+    Masks come from ``rng`` only (never the global RNG): raw 32-bit draws
+    ``u`` of its bit generator, a unit kept when ``u >= ceil(p * 2**32)``
+    (the keep probability is 1 - p to within 2**-32). That is about twice as
+    fast as comparing ``rng.random(dtype=float32)`` to p.
+
+    Args:
+        dropout_ratio: p in [0, 1).
+        rng: The Generator masks are drawn from (needed when p > 0).
+
+    Attributes:
+        fixed_mask: When set (0/1 or bool, the shape of the input), forward
+            uses it as the keep mask instead of drawing one, still scaled by
+            1 / (1 - p); for gradient checks and cross-backend tests.
+    """
+
+    def __init__(self, dropout_ratio: float, rng: np.random.Generator | None = None) -> None:
+        p = float(dropout_ratio)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout_ratio: got {dropout_ratio!r}; expected a number in [0, 1)")
+        if p > 0.0 and rng is None:
+            raise ValueError("Dropout: a numpy Generator is needed when dropout_ratio > 0")
+        self.dropout_ratio = p
+        self.rng = rng
+        self.scale = 1.0 / (1.0 - p)
+        self.threshold = np.uint32(min(math.ceil(p * 2**32), 2**32 - 1))
+        self.fixed_mask: np.ndarray | None = None
+        # Cache: the scaled keep mask (0 or 1 / (1 - p)) of the last
+        # training-mode forward; None when the layer was the identity.
+        self.mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        if not train or self.dropout_ratio == 0.0:
+            self.mask = None
+            return x
+        mask = np.empty(x.shape, dtype=x.dtype)
+        if self.fixed_mask is not None:
+            if self.fixed_mask.shape != x.shape:
+                raise ValueError(
+                    f"Dropout.fixed_mask: shape {self.fixed_mask.shape} does not match the "
+                    f"input's {x.shape}"
+                )
+            np.copyto(mask, self.fixed_mask)
+        else:
+            assert self.rng is not None  # checked in __init__
+            n = x.size
+            raw = self.rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)
+            np.greater_equal(raw[:n].reshape(x.shape), self.threshold, out=mask)
+        mask *= self.scale
+        self.mask = mask
+        return np.multiply(x, mask)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self.mask is not None:
+            dout *= self.mask
+        return dout
+
+
+def softmax_cross_entropy(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax of the scores and the mean cross-entropy with integer labels.
+
+    Numerically stable: the row maximum is subtracted before ``exp`` and the
+    loss is ``log(sum(exp(z))) - z[t]`` with ``z = x - max(x)``.
+
+    Args:
+        x: Scores (logits), shape (batch, n_classes).
+        t: Integer labels, shape (batch,).
+
+    Returns:
+        ``(probs, loss)``: the softmax, shape of ``x``, and the mean
+        cross-entropy as a 0-d array of ``x``'s dtype.
+    """
+    m = x.shape[0]
+    z = np.subtract(x, np.max(x, axis=1, keepdims=True))
+    probs = np.exp(z)
+    total = np.sum(probs, axis=1, keepdims=True)
+    probs /= total
+    np.log(total, out=total)
+    loss = (np.sum(total) - np.sum(z[np.arange(m), t])) * (1.0 / m)
+    return probs, loss
+
+
+class SoftmaxWithLoss:
+    """Softmax and mean cross-entropy over the batch, with integer labels.
+
+    ``forward(x, t, train)`` returns the mean cross-entropy (a 0-d array of
+    the input's dtype); ``backward(dout=1)`` returns ``dout * (softmax(x) -
+    onehot(t)) / batch``.
+    """
+
+    def __init__(self) -> None:
+        # Caches of the last training-mode forward: softmax output, labels.
+        self.probs: np.ndarray | None = None
+        self.t: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, t: np.ndarray, train: bool = True) -> np.ndarray:
+        probs, loss = softmax_cross_entropy(x, t)
+        if train:
+            self.probs, self.t = probs, t
+        else:
+            self.probs = self.t = None
+        return loss
+
+    def backward(self, dout: float = 1.0) -> np.ndarray:
+        probs, t = self.probs, self.t
+        if probs is None or t is None:
+            raise _not_trained(self)
+        m = probs.shape[0]
+        dx = probs.copy()
+        dx[np.arange(m), t] -= 1
+        dx *= float(dout) / m
+        return dx
