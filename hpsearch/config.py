@@ -1,0 +1,1106 @@
+"""The study file: TOML, parsed as data only, validated once into frozen objects.
+
+A study file names the study, the data, the fixed trainer options, the search
+space, the narrowing loop, the resources and the final evaluation::
+
+    [study]
+    name = "quick"            # required; ^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$
+    metric = "val_accuracy"   # val_accuracy | best_val_accuracy | val_loss
+    direction = "maximize"    # optional; follows the metric
+    seed = 0                  # 0 .. 2**32 - 1 (Optuna's samplers need that)
+    sampler = "random"        # random | tpe | qmc
+    pruner = "none"           # none | median | asha | hyperband
+
+    [data]
+    dataset = "digits"        # digits | mnist5k | synthetic[:N] | mnist:DIR | npz:PATH
+    train_samples = 1000      # optional; the subset split into train + validation
+    val_fraction = 0.2        # in (0, 1)
+
+    [model]                   # any trainer option except seed
+    hidden_sizes = [50, 50]
+
+    [search.lr]               # float range (log = true needs low > 0)
+    low = 1e-3
+    high = 1.0
+    log = true
+    [search.batch_size]       # int range: int = true, optional step and log
+    low = 32
+    high = 256
+    int = true
+    [search.batchnorm]        # categorical
+    choices = [true, false]
+
+    [narrowing]
+    rounds = 3
+    trials_per_round = 20
+    top_k = 5                 # <= trials_per_round
+    margin = 0.1
+
+    [resources]
+    workers = 2               # optional; default: the cluster's CPUs / cpus_per_trial
+    cpus_per_trial = 1
+    gpus_per_trial = 0
+
+    [final_eval]
+    enabled = false
+    seeds = 5
+
+Every problem raises :class:`hpsearch.errors.ConfigError` with a one-line
+message that names the key path, the bad value and what is allowed, e.g.
+``search.lr: low (0.1) must be < high (0.01)``. The trainer-level meaning of
+every value is checked by building a :class:`trainer.config.TrainConfig` from
+the fixed options and from each end of every searched range (or each choice),
+so a space that the trainer would reject later is rejected here, before
+anything runs or is written.
+
+Conventions the rest of hpsearch relies on:
+    * ``StudyConfig.space`` keeps the order of the file.
+    * ``FloatRange``/``IntRange`` ends are inclusive (Optuna's convention);
+      an int range's ``high - low`` is a multiple of its ``step``.
+    * Dataset paths (``mnist:DIR``, ``npz:PATH``) are kept as written; the
+      loader resolves relative paths against its working directory.
+    * ``source_text`` is the file's text verbatim and ``overrides`` the
+      overrides applied to it, so ``from_record(source_text, overrides)``
+      rebuilds the same configuration (e.g. from the results database).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from hpsearch.errors import ConfigError
+from trainer.config import TrainConfig
+from trainer.errors import ConfigError as TrainerConfigError
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- constants
+
+#: Metric name -> the direction that optimizes it.
+METRICS: Mapping[str, str] = {
+    "val_accuracy": "maximize",
+    "best_val_accuracy": "maximize",
+    "val_loss": "minimize",
+}
+DIRECTIONS = ("maximize", "minimize")
+SAMPLERS = ("random", "tpe", "qmc")
+PRUNERS = ("none", "median", "asha", "hyperband")
+DATASET_NAMES = ("digits", "mnist5k", "synthetic")
+#: Dataset prefix -> (what follows it, its placeholder, an example).
+DATASET_PREFIXES = {
+    "synthetic:": ("a whole number of samples N >= 2", "N", "synthetic:2000"),
+    "mnist:": ("a directory with the four MNIST IDX files", "DIR", "mnist:data/mnist"),
+    "npz:": ("the path of an .npz file", "PATH", "npz:data/my.npz"),
+}
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+#: Largest study seed: Optuna's samplers accept seeds in [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+
+#: Trainer options a study may fix or search (everything but the trial seed).
+TRAIN_OPTIONS: tuple[str, ...] = tuple(n for n in TrainConfig.field_names() if n != "seed")
+#: Trainer options that take integers (searching them needs ``int = true``).
+INT_OPTIONS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", int) and f.name != "seed"
+)
+
+SECTIONS = ("study", "data", "model", "search", "narrowing", "resources", "final_eval")
+STUDY_KEYS = ("name", "metric", "direction", "seed", "sampler", "pruner")
+DATA_KEYS = ("dataset", "train_samples", "val_fraction")
+NARROWING_KEYS = ("rounds", "trials_per_round", "top_k", "margin")
+RESOURCES_KEYS = ("workers", "cpus_per_trial", "gpus_per_trial")
+FINAL_EVAL_KEYS = ("enabled", "seeds")
+PARAM_KEYS = ("low", "high", "log", "int", "step", "choices")
+_SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "study": STUDY_KEYS,
+    "data": DATA_KEYS,
+    "model": TRAIN_OPTIONS,
+    "narrowing": NARROWING_KEYS,
+    "resources": RESOURCES_KEYS,
+    "final_eval": FINAL_EVAL_KEYS,
+}
+
+DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_NARROWING = {"rounds": 3, "trials_per_round": 20, "top_k": 5, "margin": 0.1}
+
+#: CLI option of each override (``with_overrides`` keyword -> option).
+OVERRIDE_OPTIONS: Mapping[str, str] = {
+    "name": "--name",
+    "seed": "--seed",
+    "rounds": "--rounds",
+    "trials_per_round": "--trials-per-round",
+    "top_k": "--top-k",
+    "workers": "--workers",
+    "final_eval": "--final-eval",
+}
+
+_MISSING: Any = object()
+
+
+# --------------------------------------------------------------------------- read-only map
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only, ordered, picklable mapping (``types.MappingProxyType`` cannot be
+    pickled, and a StudyConfig may travel to Ray workers)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", dict(data or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._data.items()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._data!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._data,))
+
+
+# --------------------------------------------------------------------------- search space
+
+
+@dataclass(frozen=True, kw_only=True)
+class FloatRange:
+    """A float parameter sampled from ``[low, high]``.
+
+    Attributes:
+        low: Lower end (inclusive); > 0 when ``log``.
+        high: Upper end (inclusive); > ``low``.
+        log: Sample uniformly in log10 space (``10 ** U(log10 low, log10 high)``);
+            the narrowing loop also works in log10 space for such parameters.
+    """
+
+    low: float
+    high: float
+    log: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, in the shape of a :class:`hpsearch.records.RoundRecord` box."""
+        return {"low": self.low, "high": self.high, "log": self.log}
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntRange:
+    """An integer parameter sampled from ``{low, low + step, ..., high}``.
+
+    Attributes:
+        low: Lower end (inclusive); >= 1 when ``log``.
+        high: Upper end (inclusive); > ``low``; ``high - low`` is a multiple
+            of ``step``.
+        log: Sample in log space (then ``step`` is 1).
+        step: Spacing of the values, >= 1.
+    """
+
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, in the shape of a box entry (plus ``int`` and ``step``)."""
+        return {"low": self.low, "high": self.high, "log": self.log, "int": True, "step": self.step}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    """A categorical parameter.
+
+    Attributes:
+        choices: Non-empty tuple of distinct scalars (str, int, float, bool),
+            in the file's order.
+    """
+
+    choices: tuple[Any, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, in the shape of a box entry."""
+        return {"choices": list(self.choices)}
+
+
+ParamSpec = FloatRange | IntRange | Choice
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Which data a study trains on.
+
+    Attributes:
+        dataset: ``digits``, ``mnist5k``, ``synthetic``, ``synthetic:N``,
+            ``mnist:DIR`` or ``npz:PATH`` (surrounding blanks removed; paths as
+            written, relative to the loader's working directory; the loader
+            checks the files).
+        train_samples: Size of the training subset before the validation split
+            (``None``: all training data).
+        val_fraction: Fraction of the training subset held out for validation,
+            in (0, 1).
+    """
+
+    dataset: str
+    train_samples: int | None = None
+    val_fraction: float = DEFAULT_VAL_FRACTION
+
+
+@dataclass(frozen=True, kw_only=True)
+class NarrowingConfig:
+    """The coarse-to-fine loop.
+
+    Attributes:
+        rounds: Rounds of sampling, >= 1.
+        trials_per_round: Finished trials each round asks for, >= 1.
+        top_k: Best trials of a round that define the next box,
+            1 <= top_k <= trials_per_round.
+        margin: Padding added on each side of the top-k min-max, as a fraction
+            of the current box's width (in log10 space for log parameters), >= 0.
+    """
+
+    rounds: int = DEFAULT_NARROWING["rounds"]
+    trials_per_round: int = DEFAULT_NARROWING["trials_per_round"]
+    top_k: int = DEFAULT_NARROWING["top_k"]
+    margin: float = DEFAULT_NARROWING["margin"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourcesConfig:
+    """Ray resources.
+
+    Attributes:
+        workers: Concurrent trials, >= 1; ``None``: the cluster's CPUs divided
+            by ``cpus_per_trial``.
+        cpus_per_trial: Ray CPUs per trial, > 0 (fractions allowed).
+        gpus_per_trial: Ray GPUs per trial, >= 0 (fractions allowed).
+    """
+
+    workers: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalEvalConfig:
+    """Retraining the best configuration on train + validation.
+
+    Attributes:
+        enabled: Run the final evaluation after the search.
+        seeds: Retrainings with different seeds, >= 1; test accuracy is
+            reported as mean and std over them.
+    """
+
+    enabled: bool = False
+    seeds: int = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyConfig:
+    """One validated study file (plus any overrides).
+
+    Build it with :func:`load_study`, :func:`parse_study` or
+    :func:`from_record`; the constructor itself does not validate.
+
+    Attributes:
+        name: Study name, safe as a file name (``NAME_PATTERN``).
+        metric: ``val_accuracy`` (final epoch), ``best_val_accuracy`` (best
+            epoch) or ``val_loss`` (final epoch).
+        direction: ``maximize`` or ``minimize``; agrees with the metric.
+        seed: Study seed in [0, 2**32 - 1]; seeds the sampler, and each
+            trial's seed derives from it and the trial number.
+        sampler: ``random``, ``tpe`` or ``qmc``.
+        pruner: ``none``, ``median``, ``asha`` or ``hyperband``.
+        data: The dataset and its split.
+        model: Fixed trainer options (read-only; normalized by TrainConfig,
+            lists as tuples); never contains ``seed``.
+        space: Searched trainer options in the file's order (read-only);
+            disjoint from ``model``.
+        narrowing: The coarse-to-fine loop.
+        resources: Ray resources.
+        final_eval: The final evaluation.
+        source_text: The study file's text, verbatim.
+        overrides: The overrides applied on top of ``source_text``
+            (``with_overrides`` keyword -> value), JSON-ready.
+    """
+
+    name: str
+    metric: str = "val_accuracy"
+    direction: str = "maximize"
+    seed: int = 0
+    sampler: str = "random"
+    pruner: str = "none"
+    data: DataConfig
+    model: Mapping[str, Any] = field(default_factory=FrozenMap)
+    space: Mapping[str, ParamSpec] = field(default_factory=FrozenMap)
+    narrowing: NarrowingConfig = field(default_factory=NarrowingConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)
+    source_text: str = ""
+    overrides: Mapping[str, Any] = field(default_factory=FrozenMap)
+
+    def train_config(self, params: Mapping[str, Any], seed: int) -> TrainConfig:
+        """The trainer configuration of one trial.
+
+        Args:
+            params: A value for every searched parameter (exactly the names
+                of ``space``), e.g. from an Optuna trial's ``params``.
+            seed: The trial's seed (>= 0).
+
+        Returns:
+            ``TrainConfig`` of the fixed ``model`` options, ``params`` and ``seed``.
+
+        Raises:
+            ConfigError: A parameter is not searched, a searched one is
+                missing, or a value is not a valid trainer option.
+        """
+        unknown = [k for k in params if k not in self.space]
+        if unknown:
+            raise ConfigError(
+                f"trial params: {unknown[0]!r} is not a searched parameter; "
+                f"searched: {', '.join(self.space) or '(none)'}"
+            )
+        missing = [k for k in self.space if k not in params]
+        if missing:
+            raise ConfigError(
+                f"trial params: missing {', '.join(missing)}; every searched parameter "
+                f"needs a value ({', '.join(self.space)})"
+            )
+        values = {**self.model, **{k: _plain(v) for k, v in params.items()}, "seed": _plain(seed)}
+        try:
+            return TrainConfig(**values)
+        except TrainerConfigError as exc:
+            raise ConfigError(_one_line(f"trial params: {exc}")) from exc
+
+    def with_overrides(
+        self,
+        *,
+        name: str | None = None,
+        seed: int | None = None,
+        rounds: int | None = None,
+        trials_per_round: int | None = None,
+        top_k: int | None = None,
+        workers: int | None = None,
+        final_eval: bool | None = None,
+    ) -> StudyConfig:
+        """A copy with command-line overrides applied and validated.
+
+        ``None`` leaves a setting as it is. Errors name the CLI option
+        (``OVERRIDE_OPTIONS``), e.g. ``--rounds: got 0; expected an integer >= 1``.
+        The result's ``overrides`` holds every override applied so far (the
+        new ones win), so ``from_record(source_text, overrides)`` rebuilds it.
+
+        Args:
+            name: ``--name``: study name (``NAME_PATTERN``).
+            seed: ``--seed``: study seed in [0, 2**32 - 1].
+            rounds: ``--rounds``: >= 1.
+            trials_per_round: ``--trials-per-round``: >= 1 and >= top_k.
+            top_k: ``--top-k``: 1 <= top_k <= trials per round.
+            workers: ``--workers``: >= 1.
+            final_eval: ``--final-eval``: run the final evaluation (true) or
+                not (false).
+
+        Raises:
+            ConfigError: An override is not allowed.
+        """
+        given = {
+            k: v
+            for k, v in {
+                "name": name,
+                "seed": seed,
+                "rounds": rounds,
+                "trials_per_round": trials_per_round,
+                "top_k": top_k,
+                "workers": workers,
+                "final_eval": final_eval,
+            }.items()
+            if v is not None
+        }
+        if not given:
+            return self
+        opt = OVERRIDE_OPTIONS
+        if "name" in given:
+            _check_name(opt["name"], given["name"])
+        if "seed" in given:
+            _check_int(opt["seed"], given["seed"], low=0, high=MAX_SEED)
+        for key in ("rounds", "trials_per_round", "top_k", "workers"):
+            if key in given:
+                _check_int(opt[key], given[key], low=1)
+        if "final_eval" in given:
+            _check_bool(opt["final_eval"], given["final_eval"])
+
+        narrowing = dataclasses.replace(
+            self.narrowing,
+            **{k: given[k] for k in ("rounds", "trials_per_round", "top_k") if k in given},
+        )
+        if narrowing.top_k > narrowing.trials_per_round:
+            if "top_k" in given:
+                raise ConfigError(
+                    f"{opt['top_k']}: got {narrowing.top_k}; must be <= the trials per round "
+                    f"({narrowing.trials_per_round})"
+                )
+            raise ConfigError(
+                f"{opt['trials_per_round']}: got {narrowing.trials_per_round}; must be >= "
+                f"narrowing.top_k ({narrowing.top_k}) of the study file; lower it with "
+                f"{opt['top_k']}"
+            )
+        resources = self.resources
+        if "workers" in given:
+            resources = dataclasses.replace(resources, workers=given["workers"])
+        final = self.final_eval
+        if "final_eval" in given:
+            final = dataclasses.replace(final, enabled=given["final_eval"])
+        return dataclasses.replace(
+            self,
+            name=given.get("name", self.name),
+            seed=given.get("seed", self.seed),
+            narrowing=narrowing,
+            resources=resources,
+            final_eval=final,
+            overrides=FrozenMap({**self.overrides, **given}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without ``source_text``), e.g. for logs and reports."""
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "direction": self.direction,
+            "seed": self.seed,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "data": dataclasses.asdict(self.data),
+            "model": {k: list(v) if isinstance(v, tuple) else v for k, v in self.model.items()},
+            "space": {k: spec.to_dict() for k, spec in self.space.items()},
+            "narrowing": dataclasses.asdict(self.narrowing),
+            "resources": dataclasses.asdict(self.resources),
+            "final_eval": dataclasses.asdict(self.final_eval),
+            "overrides": dict(self.overrides),
+        }
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load_study(path: str | os.PathLike[str]) -> StudyConfig:
+    """Read and validate a study file.
+
+    Args:
+        path: The TOML file.
+
+    Returns:
+        The validated configuration; ``source_text`` is the file's text.
+
+    Raises:
+        ConfigError: The file is missing, a directory, unreadable, not UTF-8,
+            not valid TOML (with line and column) or not a valid study; the
+            message starts with the path.
+    """
+    shown = os.fspath(path)
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError(_one_line(f"{shown}: study file not found"))
+    if file.is_dir():
+        raise ConfigError(_one_line(f"{shown}: is a directory; expected a study file (.toml)"))
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(_one_line(f"{shown}: cannot read the study file: {reason}")) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            _one_line(
+                f"{shown}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                "save the study file as UTF-8"
+            )
+        ) from exc
+    return parse_study(text.removeprefix("\ufeff"), source=shown)
+
+
+def parse_study(text: str, *, source: str = "<string>") -> StudyConfig:
+    """Validate a study file's text.
+
+    Args:
+        text: TOML text (parsed as data only).
+        source: Where the text came from; unless it is the default
+            ``"<string>"``, every error message starts with ``"{source}: "``.
+
+    Returns:
+        The validated configuration, with ``source_text=text``.
+
+    Raises:
+        ConfigError: The text is not valid TOML or not a valid study.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_study needs the study text as str, got {type(text).__name__}")
+    prefix = "" if source == "<string>" else f"{source}: "
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_one_line(f"{prefix}malformed TOML: {exc}")) from exc
+    try:
+        return _build(data, text)
+    except ConfigError as exc:
+        if not prefix:
+            raise
+        raise ConfigError(_one_line(f"{prefix}{exc}")) from exc
+
+
+def from_record(
+    source_text: str, overrides: Mapping[str, Any] | None = None, *, source: str = "<string>"
+) -> StudyConfig:
+    """Rebuild a study from its recorded text and overrides (e.g. on resume).
+
+    Args:
+        source_text: ``StudyConfig.source_text`` (recorded as
+            ``hpsearch.records.STUDY_FILE_KEY``).
+        overrides: ``StudyConfig.overrides`` (recorded as
+            ``hpsearch.records.OVERRIDES_KEY``).
+        source: Named in error messages, as in :func:`parse_study`.
+
+    Raises:
+        ConfigError: The text or an override is not valid.
+    """
+    overrides = dict(overrides or {})
+    unknown = [k for k in overrides if k not in OVERRIDE_OPTIONS]
+    if unknown:
+        raise ConfigError(
+            f"overrides: unknown override {unknown[0]!r}; allowed: {', '.join(OVERRIDE_OPTIONS)}"
+        )
+    return parse_study(source_text, source=source).with_overrides(**overrides)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _build(data: dict[str, Any], text: str) -> StudyConfig:
+    for key, value in data.items():
+        if key not in SECTIONS:
+            raise ConfigError(_unknown_top_level(key, value))
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{key}: got {_show(value)} ({_kind(value)}); expected a table [{key}]"
+            )
+
+    study = _section(data, "study")
+    name = _get(study, "name", required=_missing_name)
+    _check_name("study.name", name)
+    metric = _get_choice(study, "study", "metric", tuple(METRICS), default="val_accuracy")
+    implied = METRICS[metric]
+    direction = _get_choice(study, "study", "direction", DIRECTIONS, default=implied)
+    if direction != implied:
+        raise ConfigError(
+            f"study.direction: got {_show(direction)}; metric {_show(metric)} is "
+            f"{implied}d (set direction = {_show(implied)} or leave it out)"
+        )
+    seed = _get(study, "seed", default=0)
+    _check_int("study.seed", seed, low=0, high=MAX_SEED)
+    sampler = _get_choice(study, "study", "sampler", SAMPLERS, default="random")
+    pruner = _get_choice(study, "study", "pruner", PRUNERS, default="none")
+
+    data_cfg = _build_data(_section(data, "data", required=True))
+    model_raw = _section(data, "model")
+    space = _build_space(data.get("search", {}), model_raw)
+    model = _check_trainer_meaning(model_raw, space)
+    narrowing = _build_narrowing(_section(data, "narrowing"))
+    resources = _build_resources(_section(data, "resources"))
+    final = _section(data, "final_eval")
+    enabled = _get(final, "enabled", default=False)
+    _check_bool("final_eval.enabled", enabled)
+    seeds = _get(final, "seeds", default=5)
+    _check_int("final_eval.seeds", seeds, low=1)
+
+    backend = model.get("backend", TrainConfig.backend)
+    if resources.gpus_per_trial > 0 and "backend" not in space and backend == "numpy":
+        logger.warning(
+            "resources.gpus_per_trial = %s but the numpy backend never uses a GPU; "
+            "set model.backend = 'torch' to train on it",
+            resources.gpus_per_trial,
+        )
+
+    return StudyConfig(
+        name=name,
+        metric=metric,
+        direction=direction,
+        seed=seed,
+        sampler=sampler,
+        pruner=pruner,
+        data=data_cfg,
+        model=model,
+        space=FrozenMap(space),
+        narrowing=narrowing,
+        resources=resources,
+        final_eval=FinalEvalConfig(enabled=enabled, seeds=seeds),
+        source_text=text,
+        overrides=FrozenMap(),
+    )
+
+
+def _missing_name() -> str:
+    return "study.name: missing; every study needs a name, e.g. [study] name = 'quick'"
+
+
+def _build_data(table: dict[str, Any]) -> DataConfig:
+    allowed = ", ".join([*DATASET_NAMES, *(p + v[1] for p, v in DATASET_PREFIXES.items())])
+    dataset = _get(table, "dataset", required=lambda: f"data.dataset: missing; allowed: {allowed}")
+    if not isinstance(dataset, str):
+        raise ConfigError(
+            f"data.dataset: got {_show(dataset)} ({_kind(dataset)}); expected a string: {allowed}"
+        )
+    dataset = dataset.strip()
+    if dataset not in DATASET_NAMES:
+        prefix = next((p for p in DATASET_PREFIXES if dataset.startswith(p)), None)
+        if prefix is None:
+            raise ConfigError(
+                f"data.dataset: got {_show(dataset)}{_did_you_mean(dataset, DATASET_NAMES)}; "
+                f"allowed: {allowed}"
+            )
+        rest = dataset[len(prefix) :].strip()
+        what, _, example = DATASET_PREFIXES[prefix]
+        if not rest or (prefix == "synthetic:" and not (rest.isdigit() and int(rest) >= 2)):
+            raise ConfigError(
+                f"data.dataset: got {_show(dataset)}; {prefix!r} must be followed by "
+                f"{what}, e.g. {example!r}"
+            )
+    train_samples = _get(table, "train_samples", default=None)
+    if train_samples is not None:
+        _check_int("data.train_samples", train_samples, low=1)
+    val_fraction = _get(table, "val_fraction", default=DEFAULT_VAL_FRACTION)
+    _check_number(
+        "data.val_fraction", val_fraction, low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    val_fraction = float(val_fraction)
+    if train_samples is not None:
+        # The loader's rule: max(1, round(val_fraction * n)) validation samples.
+        n_val = max(1, round(val_fraction * train_samples))
+        if n_val >= train_samples:
+            raise ConfigError(
+                f"data.train_samples: got {train_samples}; with val_fraction = "
+                f"{_show(val_fraction)} that leaves {n_val} validation and "
+                f"{train_samples - n_val} training samples; use at least "
+                f"{_min_samples(val_fraction)} samples"
+            )
+    return DataConfig(dataset=dataset, train_samples=train_samples, val_fraction=val_fraction)
+
+
+def _min_samples(val_fraction: float) -> int:
+    n = 2
+    while max(1, round(val_fraction * n)) >= n:
+        n += 1
+    return n
+
+
+def _build_narrowing(table: dict[str, Any]) -> NarrowingConfig:
+    values: dict[str, Any] = {}
+    for key in ("rounds", "trials_per_round", "top_k"):
+        values[key] = _get(table, key, default=DEFAULT_NARROWING[key])
+        _check_int(f"narrowing.{key}", values[key], low=1)
+    if values["top_k"] > values["trials_per_round"]:
+        raise ConfigError(
+            f"narrowing.top_k: got {values['top_k']}; must be <= narrowing.trials_per_round "
+            f"({values['trials_per_round']})"
+        )
+    margin = _get(table, "margin", default=DEFAULT_NARROWING["margin"])
+    _check_number("narrowing.margin", margin, low=0.0)
+    return NarrowingConfig(**values, margin=float(margin))
+
+
+def _build_resources(table: dict[str, Any]) -> ResourcesConfig:
+    workers = _get(table, "workers", default=None)
+    if workers is not None:
+        _check_int("resources.workers", workers, low=1)
+    cpus = _get(table, "cpus_per_trial", default=1.0)
+    _check_number("resources.cpus_per_trial", cpus, low=0.0, low_open=True)
+    gpus = _get(table, "gpus_per_trial", default=0.0)
+    _check_number("resources.gpus_per_trial", gpus, low=0.0)
+    return ResourcesConfig(workers=workers, cpus_per_trial=float(cpus), gpus_per_trial=float(gpus))
+
+
+def _build_space(search: Any, model: dict[str, Any]) -> dict[str, ParamSpec]:
+    example = "e.g. [search.lr] low = 1e-4, high = 1e-1, log = true"
+    if not search:
+        raise ConfigError(
+            f"search: no parameter to search; add a [search.<option>] table, {example}"
+        )
+    space: dict[str, ParamSpec] = {}
+    for key, table in search.items():
+        path = f"search.{_show_key(key)}"
+        _check_option(path, key, "search")
+        if key in model:
+            raise ConfigError(
+                f"{path}: {key} is also fixed in [model] (model.{key} = {_show(model[key])}); "
+                "fix it or search it, not both"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{path}: got {_show(table)} ({_kind(table)}); expected a table with low and "
+                f"high or with choices, e.g. [search.{key}] low = ..., high = ..."
+            )
+        space[key] = _build_param(path, key, table)
+    return space
+
+
+def _build_param(path: str, key: str, table: dict[str, Any]) -> ParamSpec:
+    _check_keys(path, table, PARAM_KEYS)
+    if "choices" in table:
+        others = [k for k in table if k != "choices"]
+        if others:
+            raise ConfigError(
+                f"{path}.{others[0]}: not allowed with choices; a parameter is either a "
+                "range (low, high, log, int, step) or a categorical (choices)"
+            )
+        return _build_choice(f"{path}.choices", table["choices"])
+    for end in ("low", "high"):
+        if end not in table:
+            raise ConfigError(
+                f"{path}.{end}: missing; a searched parameter needs low and high "
+                "(a range) or choices (a categorical)"
+            )
+    is_int = table.get("int", False)
+    _check_bool(f"{path}.int", is_int)
+    log = table.get("log", False)
+    _check_bool(f"{path}.log", log)
+    low, high = table["low"], table["high"]
+    if is_int:
+        if key not in INT_OPTIONS:
+            raise ConfigError(
+                f"{path}.int: got true; {key} is not an integer option; int = true is for: "
+                f"{', '.join(INT_OPTIONS)}"
+            )
+        _check_int(f"{path}.low", low)
+        _check_int(f"{path}.high", high)
+        step = table.get("step", 1)
+        _check_int(f"{path}.step", step, low=1)
+    else:
+        if "step" in table:
+            raise ConfigError(
+                f"{path}.step: got {_show(table['step'])}; step is only for integer ranges "
+                "(int = true)"
+            )
+        if key in INT_OPTIONS:
+            raise ConfigError(
+                f"{path}: {key} takes integers; add int = true (low = {_show(low)}, "
+                f"high = {_show(high)})"
+            )
+        _check_number(f"{path}.low", low)
+        _check_number(f"{path}.high", high)
+        step = 1
+    if low >= high:
+        same = "; to fix the value, set it in [model] instead" if low == high else ""
+        raise ConfigError(f"{path}: low ({_show(low)}) must be < high ({_show(high)}){same}")
+    if log and low <= 0:
+        raise ConfigError(f"{path}.low: got {_show(low)}; a log range needs low > 0")
+    if is_int:
+        if log and step != 1:
+            raise ConfigError(f"{path}.step: got {step}; a log integer range needs step = 1")
+        if (high - low) % step:
+            raise ConfigError(
+                f"{path}.step: got {step}; high - low ({high} - {low} = {high - low}) must be "
+                f"a multiple of step (e.g. high = {low + (high - low) // step * step})"
+            )
+        return IntRange(low=low, high=high, log=log, step=step)
+    return FloatRange(low=float(low), high=float(high), log=log)
+
+
+def _build_choice(path: str, choices: Any) -> Choice:
+    if not isinstance(choices, list):
+        raise ConfigError(
+            f"{path}: got {_show(choices)} ({_kind(choices)}); expected an array, "
+            "e.g. [true, false]"
+        )
+    if not choices:
+        raise ConfigError(f"{path}: got []; expected at least one choice")
+    for i, value in enumerate(choices):
+        if not isinstance(value, (str, bool, int, float)):
+            raise ConfigError(
+                f"{path}[{i}]: got {_show(value)} ({_kind(value)}); choices must be strings, "
+                "numbers or booleans"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}[{i}]: got {_show(value)}; expected a finite number")
+        for j in range(i):
+            if choices[j] == value:
+                raise ConfigError(
+                    f"{path}[{i}]: got {_show(value)}; it duplicates {path}[{j}] "
+                    f"({_show(choices[j])}); choices must be distinct"
+                )
+    return Choice(choices=tuple(choices))
+
+
+def _check_trainer_meaning(model: dict[str, Any], space: dict[str, ParamSpec]) -> FrozenMap:
+    """Build a TrainConfig from the fixed options and from each end of every range
+    (each choice) and re-raise trainer errors under the study's key paths; return
+    the fixed options as TrainConfig normalized them."""
+    fixed = dict(model)
+    probes = {k: _probe_values(k, spec) for k, spec in space.items()}
+    base_values = {k: values[0][1] for k, values in probes.items()}
+    base_paths = {k: values[0][0] for k, values in probes.items()}
+    try:
+        base = TrainConfig(**fixed, **base_values)
+    except TrainerConfigError as exc:
+        option = _failing_option(exc)
+        if option in fixed:
+            raise ConfigError(_retarget(f"model.{option}", option, exc)) from exc
+        if option in base_paths:
+            raise ConfigError(_retarget(base_paths[option], option, exc)) from exc
+        raise ConfigError(_one_line(f"model: {exc}")) from exc
+    for key, values in probes.items():
+        for path, value in values[1:]:
+            try:
+                TrainConfig(**fixed, **{**base_values, key: value})
+            except TrainerConfigError as exc:
+                raise ConfigError(_retarget(path, key, exc)) from exc
+    return FrozenMap({k: getattr(base, k) for k in fixed})
+
+
+def _probe_values(key: str, spec: ParamSpec) -> list[tuple[str, Any]]:
+    path = f"search.{key}"
+    if isinstance(spec, Choice):
+        return [(f"{path}.choices[{i}]", v) for i, v in enumerate(spec.choices)]
+    return [(f"{path}.low", spec.low), (f"{path}.high", spec.high)]
+
+
+def _failing_option(exc: Exception) -> str:
+    """The trainer option a trainer ConfigError names (its messages start ``option: ``)."""
+    head = str(exc).split(":", 1)[0]
+    return head if head in TrainConfig.field_names() else ""
+
+
+def _retarget(path: str, option: str, exc: Exception) -> str:
+    """``"dropout_ratio: got 1.0; ..."`` -> ``"search.dropout_ratio.high: got 1.0; ..."``."""
+    message = str(exc)
+    if message.startswith(f"{option}: "):
+        message = message[len(option) + 2 :]
+    return _one_line(f"{path}: {message}")
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _section(data: dict[str, Any], name: str, *, required: bool = False) -> dict[str, Any]:
+    if name not in data:
+        if required:
+            raise ConfigError(f"{name}: missing section [{name}]")
+        return {}
+    table = data[name]
+    if name in _SECTION_KEYS:
+        _check_keys(name, table, _SECTION_KEYS[name])
+    return table
+
+
+def _check_keys(path: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            hint = _did_you_mean(key, allowed)
+            if path == "model" and key == "seed":
+                raise ConfigError(
+                    "model.seed: each trial's seed is derived from study.seed and the trial "
+                    "number; set study.seed instead"
+                )
+            raise ConfigError(
+                f"{path}.{_show_key(key)}: unknown key{hint}; allowed: {', '.join(allowed)}"
+            )
+
+
+def _check_option(path: str, key: str, where: str) -> None:
+    if key == "seed":
+        raise ConfigError(
+            f"{path}: each trial's seed is derived from study.seed and the trial number; "
+            f"it cannot be {'searched' if where == 'search' else 'fixed'} (set study.seed)"
+        )
+    if key not in TRAIN_OPTIONS:
+        raise ConfigError(
+            f"{path}: unknown trainer option{_did_you_mean(key, TRAIN_OPTIONS)}; "
+            f"allowed: {', '.join(TRAIN_OPTIONS)}"
+        )
+
+
+def _unknown_top_level(key: str, value: Any) -> str:
+    if not isinstance(value, dict):
+        owner = next((s for s, keys in _SECTION_KEYS.items() if key in keys and s != "model"), None)
+        where = f" (did you mean {owner}.{key}, under [{owner}]?)" if owner else ""
+        return (
+            f"{_show_key(key)}: unknown top-level key{where}; the file holds the sections "
+            + ", ".join(f"[{s}]" for s in SECTIONS)
+        )
+    return (
+        f"{_show_key(key)}: unknown section{_did_you_mean(key, SECTIONS)}; allowed: "
+        + ", ".join(f"[{s}]" for s in SECTIONS)
+    )
+
+
+def _get(
+    table: dict[str, Any],
+    key: str,
+    *,
+    default: Any = _MISSING,
+    required: Any = None,
+) -> Any:
+    if key in table:
+        return table[key]
+    if required is not None:
+        raise ConfigError(required())
+    return default
+
+
+def _get_choice(
+    table: dict[str, Any], section: str, key: str, allowed: tuple[str, ...], *, default: str
+) -> str:
+    value = table.get(key, default)
+    path = f"{section}.{key}"
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{path}: got {_show(value)} ({_kind(value)}); expected a string: {', '.join(allowed)}"
+        )
+    if value not in allowed:
+        raise ConfigError(
+            f"{path}: got {_show(value)}{_did_you_mean(value, allowed)}; allowed: "
+            f"{', '.join(allowed)}"
+        )
+    return value
+
+
+def _check_name(path: str, value: Any) -> None:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        kind = "" if isinstance(value, str) else f" ({_kind(value)})"
+        raise ConfigError(
+            f"{path}: got {_show(value)}{kind}; expected 1-100 letters, digits, '_', '.' or "
+            "'-', starting with a letter or digit (it names export files)"
+        )
+
+
+def _check_bool(path: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: got {_show(value)} ({_kind(value)}); expected true or false")
+
+
+def _check_int(path: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
+    if low is not None and high is not None:
+        allowed = f"an integer in [{low}, {high}]"
+    elif low is not None:
+        allowed = f"an integer >= {low}"
+    else:
+        allowed = "an integer"
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{path}: got {_show(value)} ({_kind(value)}); expected {allowed}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{path}: got {value}; expected {allowed}")
+
+
+def _check_number(
+    path: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    if low is not None and high is not None:
+        allowed = (
+            f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        )
+    elif low is not None:
+        allowed = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        allowed = "a finite number"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{path}: got {_show(value)} ({_kind(value)}); expected {allowed}")
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ConfigError(f"{path}: got {_show(value)}; expected {allowed}")
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _kind(value: Any) -> str:
+    """The TOML type of a value, for messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "a date/time"
+    return type(value).__name__
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value as TOML spells it, on one line and at most ``limit`` characters."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = repr(value) if math.isfinite(value) else str(value)
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(_show(v, limit) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = (
+            "{" + ", ".join(f"{_show_key(k)} = {_show(v, limit)}" for k, v in value.items()) + "}"
+        )
+    elif isinstance(value, (datetime.date, datetime.time)):
+        text = value.isoformat()
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show_key(key: Any) -> str:
+    """A key as a path component: bare when TOML allows it, else quoted."""
+    key = str(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _show(key, 60)
+
+
+def _did_you_mean(value: str, allowed: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split("\n")).replace("\r", " ")
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars (some samplers return them) as Python scalars."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
