@@ -103,7 +103,7 @@ class TrainConfig:
         _choice("activation", self.activation, ACTIVATIONS)
         init = self.weight_init
         if isinstance(init, str):
-            _choice("weight_init", init, NAMED_INITS + ("a positive std",))
+            _choice("weight_init", init, (*NAMED_INITS, "a positive std"))
         elif not _is_number(init) or not math.isfinite(init) or init <= 0:
             raise ConfigError(
                 f"weight_init: got {init!r}; expected 'he', 'xavier' or a positive std"
