@@ -90,7 +90,9 @@ class Affine:
         np.add.reduce(dout, axis=0, out=self.db)
         if not self.input_grad:
             return None
-        return np.matmul(dout, self.W.T)
+        # OpenBLAS multiplies by a contiguous copy of W.T faster than by the
+        # transposed view (its "NT" kernels are slower at these sizes).
+        return np.matmul(dout, np.ascontiguousarray(self.W.T))
 
 
 class BatchNorm:
@@ -138,14 +140,14 @@ class BatchNorm:
         self.running_var = np.ones_like(gamma) if running_var is None else running_var
         self.momentum = float(momentum)
         self.eps = float(eps)
-        # Caches of the last training-mode forward: the normalized input and
-        # 1 / sqrt(batch variance + eps).
-        self.x_hat: np.ndarray | None = None
+        # Caches of the last training-mode forward: the centred input
+        # x - mean and 1 / sqrt(batch variance + eps) (x_hat is their product).
+        self.xc: np.ndarray | None = None
         self.inv_std: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         if not train:
-            self.x_hat = self.inv_std = None
+            self.xc = self.inv_std = None
             scale = self.running_var + self.eps
             np.sqrt(scale, out=scale)
             np.divide(self.gamma, scale, out=scale)
@@ -158,14 +160,12 @@ class BatchNorm:
         m = x.shape[0]
         mean = np.add.reduce(x, axis=0)
         mean *= 1.0 / m
-        x_hat = np.subtract(x, mean)
-        out = np.square(x_hat)  # reused below as the output buffer
-        var = np.add.reduce(out, axis=0)
+        xc = np.subtract(x, mean)
+        var = np.einsum("ij,ij->j", xc, xc)
         var *= 1.0 / m
         inv_std = var + self.eps
         np.sqrt(inv_std, out=inv_std)
         np.reciprocal(inv_std, out=inv_std)
-        x_hat *= inv_std
 
         if m > 1:
             keep = self.momentum
@@ -176,26 +176,31 @@ class BatchNorm:
             var *= (1.0 - keep) * m / (m - 1)
             self.running_var += var
 
-        np.multiply(x_hat, self.gamma, out=out)
+        # out = gamma * x_hat + beta = xc * (gamma * inv_std) + beta
+        out = np.multiply(xc, self.gamma * inv_std)
         out += self.beta
-        self.x_hat = x_hat
+        self.xc = xc
         self.inv_std = inv_std
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        x_hat, inv_std = self.x_hat, self.inv_std
-        if x_hat is None or inv_std is None:
+        xc, inv_std = self.xc, self.inv_std
+        if xc is None or inv_std is None:
             raise _not_trained(self)
-        # dx = gamma * inv_std * (dout - (dbeta + x_hat * dgamma) / m)
+        # With x_hat = xc * inv_std and a = gamma * inv_std:
+        #   dbeta = sum(dout), dgamma = sum(dout * x_hat),
+        #   dx = a * (dout - (dbeta + x_hat * dgamma) / m)
+        #      = a * dout - xc * (a * inv_std * dgamma / m) - a * dbeta / m.
         m = dout.shape[0]
         np.add.reduce(dout, axis=0, out=self.dbeta)
-        tmp = np.multiply(dout, x_hat)
-        np.add.reduce(tmp, axis=0, out=self.dgamma)
-        np.multiply(x_hat, self.dgamma * (1.0 / m), out=tmp)
-        tmp += self.dbeta * (1.0 / m)
-        np.subtract(dout, tmp, out=tmp)
-        tmp *= self.gamma * inv_std
-        return tmp
+        np.multiply(np.einsum("ij,ij->j", dout, xc), inv_std, out=self.dgamma)
+        a = self.gamma * inv_std
+        a_m = a * (1.0 / m)
+        tmp = np.multiply(xc, a_m * inv_std * self.dgamma)
+        dx = np.multiply(dout, a, out=dout)
+        dx -= tmp
+        dx -= np.multiply(a_m, self.dbeta, out=a_m)
+        return dx
 
 
 class Relu:
@@ -318,8 +323,7 @@ class Dropout:
                     f"input's {x.shape}"
                 )
             np.copyto(mask, self.fixed_mask)
-        else:
-            assert self.rng is not None  # checked in __init__
+        elif self.rng is not None:  # always set when p > 0 (checked in __init__)
             n = x.size
             raw = self.rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)
             np.greater_equal(raw[:n].reshape(x.shape), self.threshold, out=mask)
@@ -328,8 +332,11 @@ class Dropout:
         return np.multiply(x, mask)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self.mask is not None:
-            dout *= self.mask
+        if self.dropout_ratio == 0.0:
+            return dout
+        if self.mask is None:
+            raise _not_trained(self)
+        dout *= self.mask
         return dout
 
 
@@ -337,24 +344,27 @@ def softmax_cross_entropy(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.
     """Softmax of the scores and the mean cross-entropy with integer labels.
 
     Numerically stable: the row maximum is subtracted before ``exp`` and the
-    loss is ``log(sum(exp(z))) - z[t]`` with ``z = x - max(x)``.
+    loss is ``log(sum(exp(z))) - z[t]`` with ``z = x - max(x)``. Works on the
+    transposed scores, (n_classes, batch), because NumPy reduces over the
+    leading axis several times faster than over a short trailing one.
 
     Args:
         x: Scores (logits), shape (batch, n_classes).
         t: Integer labels, shape (batch,).
 
     Returns:
-        ``(probs, loss)``: the softmax, shape of ``x``, and the mean
-        cross-entropy as a 0-d array of ``x``'s dtype.
+        ``(probs, loss)``: the softmax, shape of ``x`` (a transposed view),
+        and the mean cross-entropy, a NumPy scalar of ``x``'s dtype.
     """
     m = x.shape[0]
-    z = np.subtract(x, np.max(x, axis=1, keepdims=True))
-    probs = np.exp(z)
-    total = np.sum(probs, axis=1, keepdims=True)
-    probs /= total
+    zt = np.ascontiguousarray(x.T)
+    zt -= np.maximum.reduce(zt, axis=0)
+    probs_t = np.exp(zt)
+    total = np.add.reduce(probs_t, axis=0)
+    probs_t /= total
     np.log(total, out=total)
-    loss = (np.sum(total) - np.sum(z[np.arange(m), t])) * (1.0 / m)
-    return probs, loss
+    loss = (np.add.reduce(total) - np.add.reduce(zt[t, np.arange(m)])) * (1.0 / m)
+    return probs_t.T, loss
 
 
 class SoftmaxWithLoss:

@@ -157,6 +157,7 @@ class MultiLayerNet:
                 self.layers.append(dropout)
                 self.dropout_layers.append(dropout)
         self.last_layer = SoftmaxWithLoss()
+        self._decay_scratch: np.ndarray | None = None
 
     def predict(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Class scores (logits), shape (batch, n_classes).
@@ -204,4 +205,7 @@ class MultiLayerNet:
             dout = layer.backward(dout)
         if self.weight_decay != 0.0:
             n = self.n_weights
-            self.flat_grads[:n] += self.weight_decay * self.flat_params[:n]
+            if self._decay_scratch is None:
+                self._decay_scratch = np.empty(n, dtype=self.dtype)
+            decay = np.multiply(self.flat_params[:n], self.weight_decay, out=self._decay_scratch)
+            self.flat_grads[:n] += decay
