@@ -198,7 +198,8 @@ def test_final_evaluation_is_recorded(tmp_path, ray_local, capsys):
 @pytest.mark.parametrize(
     "text, words",
     [
-        ("[study]\nname = 'x'\n[narrowing]\nrounds = 0\n", "narrowing.rounds"),
+        (STUDY.replace("rounds = 3", "rounds = 0"), "narrowing.rounds"),
+        ("[study]\nname = 'x'\n", "[data]"),
         ("[study\nname = 'x'\n", "TOML"),
         (STUDY.replace("low = 1e-3", "low = 0.0"), "search.lr"),
         (STUDY.replace('dataset = "digits"', 'dataset = "nope"'), "dataset"),
