@@ -71,16 +71,19 @@ def test_batchnorm_trains_a_deep_network_despite_a_poor_weight_init(std: float, 
 # (no validation split), SGD lr 0.01, batch 100, 200 epochs (the book's own
 # settings; ~0.7 s a run). Observed (seeds 0..5):
 #
-#   plain         train 1.000 (all)                  test 0.763 0.799 0.817 0.814 0.788 0.799
-#                 accuracy gap 0.237 0.201 0.183 0.186 0.212 0.201
-#                 loss gap     0.87  0.69  0.61  0.69  0.76  0.71
+#   plain         train 1.000 (all)                  test 0.764 0.799 0.817 0.814 0.789 0.799
+#                 accuracy gap 0.236 0.201 0.183 0.186 0.211 0.201
+#                 loss gap     0.86  0.69  0.61  0.69  0.76  0.71
 #   lambda 0.1    train 0.947 0.917 0.890 0.897 0.940 0.900
 #                 accuracy gap 0.201 0.137 0.172 0.103 0.159 0.123  (shrinks by >= 0.011)
 #                 loss gap     0.36  0.29  0.31  0.28  0.35  0.29   (<= 0.51 x plain)
-#   dropout 0.2   train 0.927 0.893 0.810 0.863 0.907 0.893
-#                 accuracy gap 0.187 0.145 0.159 0.154 0.180 0.145  (shrinks by >= 0.024)
+#   dropout 0.2   train 0.930 0.893 0.817 0.870 0.913 0.897
+#                 accuracy gap 0.190 0.142 0.171 0.159 0.182 0.145  (shrinks by >= 0.012)
 #                 loss gap     0.44  0.38  0.41  0.38  0.50  0.38   (<= 0.67 x plain)
-#                 (lowest test accuracy of a regularised run: 0.651)
+#                 (lowest test accuracy of a regularised run: 0.646)
+#
+# Backend revisions that only reorder float32 sums moved single numbers here
+# by up to ~0.01 (mostly the dropout runs); the margins below allow for that.
 #
 # ("loss gap" is test loss minus train loss.) The accuracy gap shrinks in every
 # seed but sometimes only by ~1 point (seed 2: the regularised nets lose test
@@ -137,7 +140,7 @@ def test_regularization_shrinks_the_train_test_gap(variant: str, seed: int) -> N
     regularized = _overfit_run(variant, seed)
     # It no longer fits the training set perfectly (observed <= 0.947) ...
     assert regularized.records[-1].train_accuracy < plain.records[-1].train_accuracy - 0.03
-    # ... but still learns (observed test accuracy >= 0.651) ...
+    # ... but still learns (observed test accuracy >= 0.646) ...
     assert regularized.test_accuracy > 0.55
     # ... and generalises more like it trains.
     assert _accuracy_gap(regularized) < _accuracy_gap(plain)
