@@ -202,6 +202,8 @@ def trials_command(args: argparse.Namespace) -> int:
     if args.limit is not None:
         frame = frame.head(args.limit)
     frame = frame[_trial_columns(frame, args.columns)]
+    if "node" in frame.columns and args.columns is None:
+        frame = frame.assign(node=frame["node"].map(_short_node, na_action="ignore"))
     if frame.empty:
         print("hpsearch: no trials match", file=sys.stderr)
         return 0
@@ -259,6 +261,13 @@ def _fmt_cell(column: str, value: Any) -> str:
             return f"{number:.2f}"
         return f"{number:.4g}" if math.isfinite(number) else str(number)
     return str(value)
+
+
+def _short_node(node: str) -> str:
+    """Ray node ids are 56 hex digits: show the first 12, like a short git hash."""
+    if len(node) > 16 and all(c in "0123456789abcdef" for c in node.lower()):
+        return node[:12]
+    return node
 
 
 def format_table(frame: Any) -> str:

@@ -10,6 +10,8 @@ from hpsearch.cli import main
 from hpsearch.storage_url import close_storage, open_storage
 from tests.hpsearch.fake_study import FakeStudy, write_fake_study
 
+RAY_NODE_ID = "d13f71844785d832f3699bd8898afd7c61aaf326b1ec84190c835a98"
+
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> tuple[str, FakeStudy, FakeStudy]:
@@ -17,7 +19,14 @@ def recorded(tmp_path_factory) -> tuple[str, FakeStudy, FakeStudy]:
     url = f"sqlite:///{db}"
     up = write_fake_study(url, "up")
     down = write_fake_study(
-        url, "down", direction="minimize", rounds=2, seed=4, final_eval=False, running=1
+        url,
+        "down",
+        direction="minimize",
+        rounds=2,
+        seed=4,
+        final_eval=False,
+        running=1,
+        node=RAY_NODE_ID,
     )
     return url, up, down
 
@@ -147,6 +156,16 @@ def test_trials_default_and_chosen_columns(recorded, capsys):
     _, out, _ = _run(capsys, "trials", "up", "--storage", url, "--columns", "number,batchnorm")
     assert out.splitlines()[0].split() == ["number", "batchnorm"]
     assert {r[1] for r in _rows(out)} <= {"True", "False"}
+
+
+def test_trials_shorten_ray_node_ids_unless_asked_for(recorded, capsys):
+    url, _, _ = recorded
+    _, out, _ = _run(capsys, "trials", "down", "--storage", url, "--state", "COMPLETE")
+    header = out.splitlines()[0].split()
+    nodes = {r[header.index("node")] for r in _rows(out)}
+    assert nodes == {RAY_NODE_ID[:12]}
+    _, out, _ = _run(capsys, "trials", "down", "--storage", url, "--columns", "number,node")
+    assert RAY_NODE_ID in out
 
 
 @pytest.mark.parametrize(
