@@ -9,16 +9,17 @@ actor call (about a millisecond), not a process start.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from hpsearch.errors import ClusterError
-from hpsearch.worker import TrialOutcome, TrialTask, run_trial
+from hpsearch.pruning import PruningOracle
+from hpsearch.worker import TrialOutcome, TrialTask, device_for, run_trial
 from trainer.datasets import Dataset
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 class _TrialWorker:
     """Ray actor body: trains trials on the dataset it was given once."""
 
-    def __init__(self, data: Dataset, threads: int) -> None:
+    def __init__(self, data: Dataset, threads: int, oracle: Any = None) -> None:
         import ray
 
         for var in _THREAD_VARS:
@@ -47,11 +48,25 @@ class _TrialWorker:
             torch.set_num_threads(threads)
         except ImportError:
             pass
+        self._ray = ray
         self._data = data
+        self._oracle = oracle
         self._node = ray.get_runtime_context().get_node_id()
 
+    def _should_stop(self, number: int, epoch: int, value: float) -> bool:
+        return bool(self._ray.get(self._oracle.report.remote(number, epoch, value)))
+
     def run(self, task: TrialTask) -> TrialOutcome:
-        return run_trial(task, self._data, node=self._node)
+        config = device_for(task.config, self._ray.get_gpu_ids())
+        if config is not task.config:
+            task = dataclasses.replace(task, config=config)
+        prune = self._oracle is not None and not task.final
+        outcome = run_trial(
+            task, self._data, node=self._node, should_stop=self._should_stop if prune else None
+        )
+        if prune:  # in order after this worker's reports (same caller, same actor)
+            self._oracle.finish.remote(task.number, outcome.state, outcome.value)
+        return outcome
 
     def node(self) -> str:
         return self._node
@@ -109,6 +124,11 @@ class RayExecutor:
         cpus_per_trial: float = 1.0,
         gpus_per_trial: float = 0.0,
         queue_depth: int = 3,
+        pruner: str = "none",
+        direction: str = "maximize",
+        study_name: str = "study",
+        max_epochs: int = 1,
+        max_retries: int = 2,
     ) -> None:
         import ray
 
@@ -120,12 +140,24 @@ class RayExecutor:
         self._ray = ray
         self.workers = workers
         self.queue_depth = queue_depth
+        self.max_retries = max_retries
         threads = max(1, int(cpus_per_trial))
         self._data_ref = ray.put(data)
         actor_cls = ray.remote(_TrialWorker).options(
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_concurrency=1
         )
-        self._actors = [actor_cls.remote(self._data_ref, threads) for _ in range(workers)]
+        self.oracle = None
+        if pruner != "none":
+            self.oracle = (
+                ray.remote(PruningOracle)
+                .options(num_cpus=0)
+                .remote(pruner, direction, study_name, max_epochs)
+            )
+        self._actor_cls = actor_cls
+        self._threads = threads
+        self._actors = [
+            actor_cls.remote(self._data_ref, threads, self.oracle) for _ in range(workers)
+        ]
         self._load = [0] * workers
         self._inflight: dict[Any, tuple[int, TrialTask]] = {}
         self.info = ClusterInfo(
@@ -135,6 +167,11 @@ class RayExecutor:
             gpus=gpus,
             workers=workers,
         )
+
+    def preload_pruner(self, trials: list[tuple[int, str, float | None, dict[int, float]]]) -> None:
+        """Give the pruning oracle the curves of trials recorded before this run."""
+        if self.oracle is not None and trials:
+            self._ray.get(self.oracle.preload.remote(trials))
 
     def ready(self) -> None:
         """Block until every worker has started and holds the dataset."""
@@ -160,8 +197,33 @@ class RayExecutor:
         self._load[index] += 1
         self._inflight[ref] = (index, task)
 
+    def in_flight_tasks(self) -> list[TrialTask]:
+        return [task for _, task in self._inflight.values()]
+
+    def cancel_all(self) -> None:
+        """Stop every running trial now (second Ctrl-C); their workers are restarted."""
+        for ref in list(self._inflight):
+            try:
+                self._ray.cancel(ref, force=True)
+            except Exception:  # pragma: no cover - already finished
+                pass
+        self._inflight.clear()
+        self._load = [0] * len(self._load)
+
+    def _replace_worker(self, index: int) -> None:
+        try:
+            self._ray.kill(self._actors[index])
+        except Exception:  # pragma: no cover - already dead
+            pass
+        self._actors[index] = self._actor_cls.remote(self._data_ref, self._threads, self.oracle)
+
     def wait(self, timeout: float | None = None) -> list[TrialOutcome]:
-        """Block until at least one trial finishes (or ``timeout``); return all finished."""
+        """Block until at least one trial finishes (or ``timeout``); return all finished.
+
+        A trial whose worker died (its process or node was lost) is re-run on a
+        fresh worker up to ``max_retries`` times (counted in ``TrialTask.attempt``
+        and recorded), then recorded as FAIL with the reason.
+        """
         if not self._inflight:
             return []
         ray = self._ray
@@ -175,21 +237,28 @@ class RayExecutor:
             self._load[index] -= 1
             try:
                 outcomes.append(ray.get(ref))
-            except Exception as exc:  # worker died or Ray failed the call
-                logger.warning("trial %d lost its worker: %s", task.number, exc)
-                outcomes.append(
-                    TrialOutcome(
-                        number=task.number,
-                        trial_id=task.trial_id,
-                        round=task.round,
-                        seed=task.seed,
-                        params=task.params,
-                        state="FAIL",
-                        value=None,
-                        fail_reason=f"worker lost: {type(exc).__name__}",
-                        backend=task.config.backend,
-                    )
+                continue
+            except Exception as exc:  # the worker died or Ray failed the call
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            logger.warning("trial %d lost its worker (%s)", task.number, reason)
+            self._replace_worker(index)
+            if task.attempt < self.max_retries:
+                self.submit(dataclasses.replace(task, attempt=task.attempt + 1))
+                continue
+            outcomes.append(
+                TrialOutcome(
+                    number=task.number,
+                    trial_id=task.trial_id,
+                    round=task.round,
+                    seed=task.seed,
+                    params=task.params,
+                    state="FAIL",
+                    value=None,
+                    fail_reason=f"worker lost {task.attempt + 1} times: {reason}"[:500],
+                    backend=task.config.backend,
+                    retries=task.attempt,
                 )
+            )
         return outcomes
 
     def close(self) -> None:
@@ -200,14 +269,3 @@ class RayExecutor:
                 pass
         self._actors = []
         self._inflight.clear()
-
-
-def wait_all(executor: RayExecutor, poll: float = 0.5) -> list[TrialOutcome]:
-    """Collect every in-flight trial (used on a clean stop)."""
-    outcomes: list[TrialOutcome] = []
-    deadline = None
-    while executor.in_flight:
-        outcomes.extend(executor.wait(timeout=poll))
-        if deadline is not None and time.monotonic() > deadline:
-            break
-    return outcomes

@@ -12,7 +12,10 @@ Study user attributes:
     ``hpsearch:final_eval``  dict of the final evaluation (test accuracy
                              mean/std/per seed), when one ran;
     ``hpsearch:status``      ``{"state": "finished", "reason": ...}`` once
-                             the last round ended.
+                             the last round ended;
+    ``hpsearch:driver:ID``   ``{"host", "pid", "heartbeat" (unix time),
+                             "started"}`` of each driver that ran the study;
+                             a RUNNING trial whose driver is gone is stale.
 
 Trial user attributes (``TRIAL_*`` constants):
     ``seed`` int, ``round`` int, ``node`` str (Ray node id or host),
@@ -20,8 +23,11 @@ Trial user attributes (``TRIAL_*`` constants):
     wall time), ``epochs_completed`` int, ``stopped`` bool,
     ``fail_reason`` str (FAIL only; ``stale: ...`` for a trial left RUNNING
     by a driver that died, redone on resume and not counted in its round),
-    ``curve`` dict of :class:`Curve`.
-Trial intermediate values: validation accuracy after each epoch, step = epoch.
+    ``curve`` dict of :class:`Curve`, ``driver`` str (the driver that
+    created it), ``retries`` int (times it was re-run after losing its worker;
+    absent when 0).
+Trial intermediate values: the per-epoch metric (validation accuracy, or validation
+loss for a ``val_loss`` study) after each epoch, step = epoch; pruners watch it.
 Trial value: the metric; state COMPLETE, PRUNED or FAIL.
 """
 
@@ -37,6 +43,8 @@ METRIC_KEY = "hpsearch:metric"
 ROUND_KEY_PREFIX = "hpsearch:round:"
 FINAL_EVAL_KEY = "hpsearch:final_eval"
 STATUS_KEY = "hpsearch:status"
+DRIVER_KEY_PREFIX = "hpsearch:driver:"
+STALE_PREFIX = "stale:"
 
 TRIAL_SEED = "seed"
 TRIAL_ROUND = "round"
@@ -48,6 +56,8 @@ TRIAL_EPOCHS = "epochs_completed"
 TRIAL_STOPPED = "stopped"
 TRIAL_FAIL_REASON = "fail_reason"
 TRIAL_CURVE = "curve"
+TRIAL_DRIVER = "driver"
+TRIAL_RETRIES = "retries"
 
 CURVE_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 

@@ -6,10 +6,12 @@ worker's queue full, records each as it finishes, then derives box r+1 from
 its top-k trials (:func:`hpsearch.space.narrow`). The loop ends after the last
 round or when the box no longer shrinks.
 
-All state lives in the database, so a run can resume: a round record is
-written when the round starts and completed when it ends; trials carry their
-round; trials left RUNNING by a dead driver are marked FAIL (``stale``) and
-redone.
+All state lives in the database, so a run can resume and several drivers can
+share one study (on a server database): a round's trials are claimed under
+the study's lock, never more than the round asks for; the round is closed,
+and the next box written, once, by whichever driver gets there first; trials
+left RUNNING by a driver that is gone (its process is dead, or its heartbeat
+is older than :data:`STALE_AFTER` seconds) are marked FAIL ``stale`` and redone.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import os
+import socket
 import statistics
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from optuna.samplers import BaseSampler
@@ -28,14 +33,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import records, space
 from hpsearch.config import ParamSpec, StudyConfig
-from hpsearch.records import RoundRecord
+from hpsearch.records import STALE_PREFIX, RoundRecord
 from hpsearch.sampling import sample_params
 from hpsearch.storage import StudyStore
 from hpsearch.worker import TrialOutcome, TrialTask, final_eval_seed, trial_seed
 
 logger = logging.getLogger(__name__)
 
-STALE_PREFIX = "stale:"
+STALE_AFTER = 60.0
+"""Seconds without a heartbeat after which another host's driver counts as gone."""
+HEARTBEAT_EVERY = 5.0
 
 
 class Executor(Protocol):
@@ -54,6 +61,10 @@ class Executor(Protocol):
 
     def wait(self, timeout: float | None = None) -> list[TrialOutcome]: ...
 
+    def in_flight_tasks(self) -> list[TrialTask]: ...
+
+    def cancel_all(self) -> None: ...
+
 
 class SearchObserver:
     """Receives progress events; the CLI draws them. Every method is optional."""
@@ -65,6 +76,8 @@ class SearchObserver:
     ) -> None: ...
 
     def round_finished(self, record: RoundRecord) -> None: ...
+
+    def waiting_for_others(self, round_index: int, running: int) -> None: ...
 
     def final_eval_started(self, seeds: int) -> None: ...
 
@@ -78,18 +91,39 @@ class SearchResult:
     stop_reason: str
     final_eval: dict[str, Any] | None = None
     already_finished: bool = False
+    interrupted: bool = False
     stale_marked: int = 0
     trials_run: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
-def _is_stale(trial: FrozenTrial) -> bool:
+def is_stale(trial: FrozenTrial) -> bool:
     reason = trial.user_attrs.get(records.TRIAL_FAIL_REASON, "")
     return trial.state == TrialState.FAIL and str(reason).startswith(STALE_PREFIX)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def driver_gone(info: dict[str, Any] | None, *, now: float, host: str) -> bool:
+    """True when the driver described by ``info`` can no longer finish its trials."""
+    if not info:
+        return True
+    if info.get("state") == "stopped":
+        return True
+    if info.get("host") == host and not _pid_alive(int(info.get("pid", -1))):
+        return True
+    return now - float(info.get("heartbeat", 0.0)) > STALE_AFTER
 
 
 class NarrowingSearch:
@@ -104,6 +138,7 @@ class NarrowingSearch:
         *,
         observer: SearchObserver | None = None,
         final_eval: bool | None = None,
+        driver_id: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -111,9 +146,40 @@ class NarrowingSearch:
         self.sampler = sampler
         self.observer = observer or SearchObserver()
         self.final_eval = config.final_eval.enabled if final_eval is None else final_eval
+        self.driver_id = driver_id or uuid.uuid4().hex[:12]
+        self._host = socket.gethostname()
+        self._started = _now()
+        self._last_beat = 0.0
         self._maximize = store.study.direction == StudyDirection.MAXIMIZE
         self._full_distributions = space.distributions(config.space)
         self._trials_run = 0
+        self._stop_requested = False
+        store.metric = config.metric
+
+    # -- control ---------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop dispatching; running trials finish and are recorded (first Ctrl-C)."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def _beat(self, *, force: bool = False, state: str = "running") -> None:
+        now = time.time()
+        if not force and now - self._last_beat < HEARTBEAT_EVERY:
+            return
+        self._last_beat = now
+        self.store.beat(
+            self.driver_id,
+            {
+                "host": self._host,
+                "pid": os.getpid(),
+                "heartbeat": now,
+                "started": self._started,
+                "state": state,
+            },
+        )
 
     # -- helpers ---------------------------------------------------------
     def _better_first(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -123,22 +189,38 @@ class NarrowingSearch:
         return [
             t
             for t in self.store.trials()
-            if t.user_attrs.get(records.TRIAL_ROUND) == index and not _is_stale(t)
+            if t.user_attrs.get(records.TRIAL_ROUND) == index and not is_stale(t)
         ]
 
-    def _mark_stale(self) -> int:
-        stale = self.store.trials(states=(TrialState.RUNNING, TrialState.WAITING))
-        for trial in stale:
-            self.store.fail_trial(
-                trial._trial_id, f"{STALE_PREFIX} left {trial.state.name} by a driver that stopped"
-            )
-        if stale:
-            logger.warning("marked %d stale trial(s) FAIL; their work is redone", len(stale))
-        return len(stale)
+    def mark_stale(self) -> int:
+        """Mark FAIL (stale) every RUNNING trial whose driver is gone; return how many."""
+        running = self.store.trials(states=(TrialState.RUNNING, TrialState.WAITING))
+        if not running:
+            return 0
+        drivers = self.store.drivers()
+        now = time.time()
+        count = 0
+        for trial in running:
+            owner = trial.user_attrs.get(records.TRIAL_DRIVER)
+            if owner == self.driver_id:
+                continue
+            if driver_gone(drivers.get(owner), now=now, host=self._host):
+                self.store.fail_trial(
+                    trial._trial_id,
+                    f"{STALE_PREFIX} left {trial.state.name} by driver {owner} that stopped; "
+                    "redone",
+                )
+                count += 1
+        if count:
+            logger.warning("marked %d stale trial(s) FAIL; their work is redone", count)
+        return count
 
-    def _tasks(self, batch: list[dict[str, Any]], round_index: int) -> list[TrialTask]:
+    def _tasks(self, batch: list[dict[str, Any]], round_index: int, limit: int) -> list[TrialTask]:
         created = self.store.create_running_trials(
-            [(params, round_index) for params in batch], self._full_distributions
+            [(params, round_index) for params in batch],
+            self._full_distributions,
+            round_limit=limit,
+            driver=self.driver_id,
         )
         tasks = []
         for params, (trial_id, number) in zip(batch, created, strict=False):
@@ -156,120 +238,211 @@ class NarrowingSearch:
             )
         return tasks
 
+    def _preload_pruner(self) -> None:
+        preload = getattr(self.executor, "preload_pruner", None)
+        if preload is None:
+            return
+        items = []
+        for t in self.store.trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            items.append((t.number, t.state.name, t.value, dict(t.intermediate_values)))
+        preload(items)
+
     # -- the loop --------------------------------------------------------
     def run(self) -> SearchResult:
-        attrs = self.store.user_attrs()
         self.store.check_distributions(self._full_distributions)
-        stale = self._mark_stale()
-        rounds = self.store.rounds()
+        self._beat(force=True)
+        stale = self.mark_stale()
+        attrs = self.store.user_attrs()
         status = attrs.get(records.STATUS_KEY)
         if status and status.get("state") == "finished":
+            self._beat(force=True, state="stopped")
             return SearchResult(
-                rounds=rounds,
+                rounds=self.store.rounds(),
                 best_trial=self._best(),
                 stop_reason=status.get("reason", "finished"),
                 final_eval=attrs.get(records.FINAL_EVAL_KEY),
                 already_finished=True,
                 stale_marked=stale,
             )
+        self._preload_pruner()
+        rounds = self.store.rounds()
         if rounds and rounds[-1].ended_at is None:
             current = rounds.pop()
         else:
-            current = RoundRecord(
-                index=0,
-                box=space.box_to_record(self.config.space),
-                n_trials=self.config.narrowing.trials_per_round,
-                started_at=_now(),
+            current = self.store.start_first_round(
+                RoundRecord(
+                    index=0,
+                    box=space.box_to_record(self.config.space),
+                    n_trials=self.config.narrowing.trials_per_round,
+                    started_at=_now(),
+                )
             )
-            self.store.save_round(current)
         total_rounds = self.config.narrowing.rounds
-        stop_reason = f"all {total_rounds} rounds done"
-        while True:
-            self.observer.round_started(current, total_rounds)
-            ended = self._run_round(current)
-            rounds.append(ended)
-            self.observer.round_finished(ended)
-            if ended.index + 1 >= total_rounds:
-                break
-            box = space.box_from_record(ended.box)
-            if not ended.top_trials:
-                stop_reason = f"round {ended.index} finished no trial; stopped"
-                break
-            top_params = self._params_of(ended.top_trials)
-            next_box = space.narrow(box, top_params, self.config.narrowing.margin)
-            if next_box == box:
-                stop_reason = f"the box stopped shrinking after round {ended.index}"
-                break
-            current = RoundRecord(
-                index=ended.index + 1,
-                box=space.box_to_record(next_box),
-                n_trials=self.config.narrowing.trials_per_round,
-                started_at=_now(),
-            )
-            self.store.save_round(current)
+        try:
+            while True:
+                self.observer.round_started(current, total_rounds)
+                self._run_round(current)
+                if self._stop_requested:
+                    self._beat(force=True, state="stopped")
+                    return SearchResult(
+                        rounds=[*rounds, current],
+                        best_trial=self._best(),
+                        stop_reason="interrupted; run the same command again to resume",
+                        interrupted=True,
+                        stale_marked=stale,
+                        trials_run=self._trials_run,
+                    )
+                ended, following, reason = self._close(current)
+                rounds.append(ended)
+                self.observer.round_finished(ended)
+                if following is None:
+                    stop_reason = reason
+                    break
+                current = following
+        except BaseException:
+            self._abandon_in_flight("cancelled")
+            raise
         final = None
-        if self.final_eval:
+        if self.final_eval and not self.store.user_attrs().get(records.FINAL_EVAL_KEY):
             final = self._final_evaluation()
-        self.store.set_study_attr(records.STATUS_KEY, {"state": "finished", "reason": stop_reason})
+        self._beat(force=True, state="stopped")
         return SearchResult(
             rounds=rounds,
             best_trial=self._best(),
             stop_reason=stop_reason,
-            final_eval=final,
+            final_eval=final or self.store.user_attrs().get(records.FINAL_EVAL_KEY),
             stale_marked=stale,
             trials_run=self._trials_run,
         )
+
+    def _abandon_in_flight(self, why: str) -> None:
+        """Cancel running trials and mark them stale so a resume redoes them."""
+        tasks_of = getattr(self.executor, "in_flight_tasks", None)
+        if tasks_of is None:
+            return
+        tasks = [t for t in tasks_of() if t.trial_id >= 0]
+        try:
+            self.executor.cancel_all()
+        except Exception:  # pragma: no cover - best effort while stopping
+            logger.debug("cancel failed", exc_info=True)
+        for task in tasks:
+            try:
+                self.store.fail_trial(task.trial_id, f"{STALE_PREFIX} {why}; redone on resume")
+            except Exception:  # pragma: no cover - already finished
+                logger.debug("could not mark trial %d", task.number, exc_info=True)
+        try:
+            self._beat(force=True, state="stopped")
+        except Exception:  # pragma: no cover
+            pass
 
     def _params_of(self, numbers: list[int]) -> list[dict[str, Any]]:
         by_number = {t.number: t for t in self.store.trials(states=(TrialState.COMPLETE,))}
         return [dict(by_number[n].params) for n in numbers if n in by_number]
 
-    def _run_round(self, record: RoundRecord) -> RoundRecord:
+    def _run_round(self, record: RoundRecord) -> None:
+        """Run this driver's share of a round until every trial of it is finished."""
         box: dict[str, ParamSpec] = space.box_from_record(record.box)
-        index = record.index
-        finished = self._round_trials(index)
-        done = len(finished)
-        to_ask = max(0, record.n_trials - done)
-        best = self._best_value(finished)
+        index, total = record.index, record.n_trials
         executor = self.executor
-        while to_ask > 0 or executor.in_flight:
-            # Refill in batches (one transaction each) once the queue is down to
-            # about one trial per worker; every worker always has work queued.
-            room = min(to_ask, executor.capacity - executor.in_flight)
-            if room > 0 and (executor.in_flight <= executor.low_water or room == to_ask):
+        done = sum(1 for t in self._round_trials(index) if t.state.is_finished())
+        best = self._best_value(self._round_trials(index))
+        may_claim = True
+        while True:
+            self._beat()
+            room = executor.capacity - executor.in_flight
+            if (
+                may_claim
+                and not self._stop_requested
+                and room > 0
+                and (executor.in_flight <= executor.low_water)
+            ):
                 batch = [sample_params(self.sampler, self.store.study, box) for _ in range(room)]
-                for task in self._tasks(batch, index):
+                tasks = self._tasks(batch, index, total)
+                for task in tasks:
                     executor.submit(task)
-                to_ask -= room
-            outcomes = executor.wait(timeout=1.0)
-            if not outcomes:
+                if len(tasks) < room:
+                    may_claim = False  # the round is fully claimed (by us or others)
+            if executor.in_flight:
+                outcomes = executor.wait(timeout=1.0)
+                if outcomes:
+                    self.store.finish_trials(outcomes)
+                    self._trials_run += len(outcomes)
+                    done += len(outcomes)
+                    for o in outcomes:
+                        if (
+                            o.state == "COMPLETE"
+                            and o.value is not None
+                            and (
+                                best is None
+                                or (o.value > best if self._maximize else o.value < best)
+                            )
+                        ):
+                            best = o.value
+                    self.observer.trials_finished(index, done, total, executor.in_flight, best)
                 continue
-            self.store.finish_trials(outcomes)
-            self._trials_run += len(outcomes)
-            done += len(outcomes)
-            for outcome in outcomes:
-                if outcome.state == "COMPLETE" and outcome.value is not None:
-                    if best is None or (
-                        outcome.value > best if self._maximize else outcome.value < best
-                    ):
-                        best = outcome.value
-            self.observer.trials_finished(index, done, record.n_trials, executor.in_flight, best)
+            if self._stop_requested:
+                return
+            # Nothing of ours is running and we can claim no more: wait for the
+            # other drivers' trials of this round, redoing those of dead drivers.
+            trials = self._round_trials(index)
+            running = [t for t in trials if not t.state.is_finished()]
+            if len(trials) >= total and not running:
+                return
+            if self.mark_stale():
+                may_claim = True
+                continue
+            if len(trials) < total:
+                may_claim = True
+                continue
+            self.observer.waiting_for_others(index, len(running))
+            time.sleep(0.5)
+
+    def _close(self, current: RoundRecord) -> tuple[RoundRecord, RoundRecord | None, str]:
+        """End the round; the next round's record, or None with the reason to stop."""
+        index = current.index
         complete = [t for t in self._round_trials(index) if t.state == TrialState.COMPLETE]
         ranked = self._better_first(complete)
         values = [t.value for t in complete]
         ended = RoundRecord(
             index=index,
-            box=record.box,
-            n_trials=record.n_trials,
+            box=current.box,
+            n_trials=current.n_trials,
             top_trials=[t.number for t in ranked[: self.config.narrowing.top_k]],
             best=ranked[0].value if ranked else None,
             median=statistics.median(values) if values else None,
-            started_at=record.started_at,
+            started_at=current.started_at,
             ended_at=_now(),
-            moved_edges=record.moved_edges,
+            moved_edges=current.moved_edges,
         )
-        self.store.save_round(ended)
-        return ended
+        following: RoundRecord | None = None
+        total_rounds = self.config.narrowing.rounds
+        if index + 1 >= total_rounds:
+            reason = f"all {total_rounds} rounds done"
+        elif not ended.top_trials:
+            reason = f"round {index + 1} completed no trial; stopped"
+        else:
+            box = space.box_from_record(ended.box)
+            next_box = space.narrow(
+                box, self._params_of(ended.top_trials), self.config.narrowing.margin
+            )
+            if next_box == box:
+                reason = f"the box stopped shrinking after round {index + 1}"
+            else:
+                reason = ""
+                following = RoundRecord(
+                    index=index + 1,
+                    box=space.box_to_record(next_box),
+                    n_trials=self.config.narrowing.trials_per_round,
+                    started_at=_now(),
+                )
+        status = None if following else {"state": "finished", "reason": reason}
+        recorded, wrote = self.store.close_round(ended, following, status)
+        if not wrote:  # another driver closed it first: follow its records
+            rounds = {r.index: r for r in self.store.rounds()}
+            following = rounds.get(index + 1)
+            status = self.store.user_attrs().get(records.STATUS_KEY) or {}
+            reason = status.get("reason", reason)
+        return recorded, following, reason
 
     def _best_value(self, trials: list[FrozenTrial]) -> float | None:
         values = [t.value for t in trials if t.state == TrialState.COMPLETE]

@@ -73,6 +73,7 @@ class StudyStore:
         self.rdb = storage
         self.study = study
         self.study_id = study._study_id
+        self.metric = "val_accuracy"  # which curve the intermediate values record
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -146,20 +147,31 @@ class StudyStore:
         self,
         batch: list[tuple[Mapping[str, Any], int]],
         distributions: Mapping[str, BaseDistribution],
+        *,
+        round_limit: int | None = None,
+        driver: str | None = None,
     ) -> list[tuple[int, int]]:
         """Create RUNNING trials ``(params, round)``, all in one transaction.
 
-        Returns ``(trial_id, number)`` per trial, in order. Numbers follow
-        Optuna's rule (count of the study's earlier trials); the first insert
-        takes the write lock (and the study row is locked on PostgreSQL), so
-        concurrent drivers never get the same number.
+        Returns ``(trial_id, number)`` per trial created, in order. Numbers
+        follow Optuna's rule (count of the study's earlier trials). The study
+        row is locked first (PostgreSQL ``SELECT ... FOR UPDATE``; SQLite takes
+        its write lock), so concurrent drivers never share a number, and with
+        ``round_limit`` the round never gets more than that many live
+        (non-stale) trials: a batch that would overshoot is cut short.
         """
         if not batch:
             return []
         now = datetime.datetime.now()
         dist_json = {name: distribution_to_json(d) for name, d in distributions.items()}
         with _create_scoped_session(self.rdb.scoped_session) as session:
-            models.StudyModel.find_or_raise_by_id(self.study_id, session, for_update=True)
+            self._lock_study(session)
+            if round_limit is not None:
+                round_index = batch[0][1]
+                room = round_limit - self._count_round(session, round_index)
+                batch = batch[: max(0, room)]
+                if not batch:
+                    return []
             rows = [
                 models.TrialModel(
                     study_id=self.study_id,
@@ -194,6 +206,14 @@ class StudyStore:
                         "value_json": json.dumps(round_index),
                     }
                 )
+                if driver is not None:
+                    attr_rows.append(
+                        {
+                            "trial_id": row.trial_id,
+                            "key": records.TRIAL_DRIVER,
+                            "value_json": json.dumps(driver),
+                        }
+                    )
             session.execute(sqlalchemy.insert(models.TrialParamModel), params_rows)
             session.execute(sqlalchemy.insert(models.TrialUserAttributeModel), attr_rows)
         return out
@@ -248,8 +268,8 @@ class StudyStore:
                     updates,
                 )
 
-    @staticmethod
     def _outcome_rows(
+        self,
         outcome: TrialOutcome,
         attr_rows: list[dict[str, Any]],
         step_rows: list[dict[str, Any]],
@@ -269,12 +289,15 @@ class StudyStore:
         }
         if outcome.fail_reason:
             attrs[records.TRIAL_FAIL_REASON] = outcome.fail_reason
+        if outcome.retries:
+            attrs[records.TRIAL_RETRIES] = outcome.retries
         trial_id = outcome.trial_id
         attr_rows.extend(
             {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
         )
         ivm = models.TrialIntermediateValueModel
-        for epoch, value in enumerate(curve.val_accuracy, start=1):
+        steps = curve.val_loss if self.metric == "val_loss" else curve.val_accuracy
+        for epoch, value in enumerate(steps, start=1):
             stored, kind = ivm.intermediate_value_to_stored_repr(value)
             step_rows.append(
                 {
@@ -291,7 +314,135 @@ class StudyStore:
                 {"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind}
             )
 
-    def fail_trial(self, trial_id: int, reason: str) -> None:
-        """Mark one trial FAIL with a reason (e.g. stale after a driver crash)."""
-        self.rdb.set_trial_user_attr(trial_id, records.TRIAL_FAIL_REASON, reason)
-        self.rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+    # -- coordination between drivers -------------------------------------
+    def _lock_study(self, session: Any) -> None:
+        """Serialise drivers: lock the study row (SQLite: take the write lock)."""
+        if self.rdb.engine.name == "sqlite":
+            # A no-op write makes SQLite take its RESERVED lock now, so the
+            # reads that follow in this transaction are not stale.
+            session.execute(
+                sqlalchemy.update(models.StudyModel)
+                .where(models.StudyModel.study_id == self.study_id)
+                .values(study_name=models.StudyModel.study_name)
+            )
+        else:
+            models.StudyModel.find_or_raise_by_id(self.study_id, session, for_update=True)
+
+    def _count_round(self, session: Any, round_index: int) -> int:
+        """Live trials of a round: all but FAIL ones marked stale (redone)."""
+        attrs = models.TrialUserAttributeModel
+        trial = models.TrialModel
+        stale = (
+            sqlalchemy.select(attrs.trial_id)
+            .where(attrs.key == records.TRIAL_FAIL_REASON)
+            .where(attrs.value_json.like('"' + records.STALE_PREFIX + "%"))
+        )
+        query = (
+            sqlalchemy.select(sqlalchemy.func.count(trial.trial_id))
+            .join(attrs, attrs.trial_id == trial.trial_id)
+            .where(trial.study_id == self.study_id)
+            .where(attrs.key == records.TRIAL_ROUND)
+            .where(attrs.value_json == json.dumps(round_index))
+            .where(trial.trial_id.not_in(stale))
+        )
+        return int(session.execute(query).scalar_one())
+
+    def count_round(self, round_index: int) -> int:
+        with _create_scoped_session(self.rdb.scoped_session) as session:
+            return self._count_round(session, round_index)
+
+    def _read_attr(self, session: Any, key: str) -> Any:
+        model = models.StudyUserAttributeModel
+        row = session.execute(
+            sqlalchemy.select(model.value_json)
+            .where(model.study_id == self.study_id)
+            .where(model.key == key)
+        ).scalar_one_or_none()
+        return None if row is None else json.loads(row)
+
+    def _write_attr(self, session: Any, key: str, value: Any) -> None:
+        model = models.StudyUserAttributeModel
+        updated = session.execute(
+            sqlalchemy.update(model)
+            .where(model.study_id == self.study_id)
+            .where(model.key == key)
+            .values(value_json=json.dumps(value))
+        )
+        if updated.rowcount == 0:
+            session.execute(
+                sqlalchemy.insert(model).values(
+                    study_id=self.study_id, key=key, value_json=json.dumps(value)
+                )
+            )
+
+    def start_first_round(self, record: RoundRecord) -> RoundRecord:
+        """Write round 0's record unless another driver already did; return the recorded one."""
+        with _create_scoped_session(self.rdb.scoped_session) as session:
+            self._lock_study(session)
+            existing = self._read_attr(session, records.round_key(record.index))
+            if existing is not None:
+                return RoundRecord.from_dict(existing)
+            self._write_attr(session, records.round_key(record.index), record.to_dict())
+            return record
+
+    def close_round(
+        self,
+        ended: RoundRecord,
+        following: RoundRecord | None,
+        status: dict[str, Any] | None,
+    ) -> tuple[RoundRecord, bool]:
+        """End a round (and start the next, or mark the study finished) atomically.
+
+        The first driver to get here writes its records; any other gets the
+        recorded ones back. Returns the authoritative ended round and whether
+        this call wrote it.
+        """
+        with _create_scoped_session(self.rdb.scoped_session) as session:
+            self._lock_study(session)
+            existing = self._read_attr(session, records.round_key(ended.index))
+            if existing is not None and existing.get("ended_at"):
+                return RoundRecord.from_dict(existing), False
+            self._write_attr(session, records.round_key(ended.index), ended.to_dict())
+            if following is not None:
+                self._write_attr(session, records.round_key(following.index), following.to_dict())
+            if status is not None:
+                self._write_attr(session, records.STATUS_KEY, status)
+            return ended, True
+
+    def beat(self, driver: str, info: dict[str, Any]) -> None:
+        """Record that ``driver`` is alive (its host, pid and the time)."""
+        self.set_study_attr(records.DRIVER_KEY_PREFIX + driver, info)
+
+    def drivers(self) -> dict[str, dict[str, Any]]:
+        prefix = records.DRIVER_KEY_PREFIX
+        return {k[len(prefix) :]: v for k, v in self.user_attrs().items() if k.startswith(prefix)}
+
+    def fail_trial(self, trial_id: int, reason: str) -> bool:
+        """Mark one unfinished trial FAIL with a reason, in one transaction.
+
+        Returns False (and changes nothing) when it already finished.
+        """
+        trial_model = models.TrialModel
+        with _create_scoped_session(self.rdb.scoped_session) as session:
+            trial = trial_model.find_or_raise_by_id(trial_id, session, for_update=True)
+            if trial.state.is_finished():
+                return False
+            self._write_trial_attr(session, trial_id, records.TRIAL_FAIL_REASON, reason)
+            trial.state = TrialState.FAIL
+            trial.datetime_complete = datetime.datetime.now()
+            return True
+
+    def _write_trial_attr(self, session: Any, trial_id: int, key: str, value: Any) -> None:
+        model = models.TrialUserAttributeModel
+        updated = session.execute(
+            sqlalchemy.update(model)
+            .where(model.trial_id == trial_id)
+            .where(model.key == key)
+            .values(value_json=json.dumps(value))
+        )
+        if updated.rowcount == 0:
+            session.execute(
+                sqlalchemy.insert(model).values(
+                    trial_id=trial_id, key=key, value_json=json.dumps(value)
+                )
+            )

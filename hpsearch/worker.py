@@ -12,6 +12,7 @@ import math
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from trainer.config import TrainConfig
 from trainer.datasets import Dataset
-from trainer.history import History
+from trainer.history import EpochRecord, History
 from trainer.train import train
 
 METRICS = ("val_accuracy", "best_val_accuracy", "val_loss")
@@ -66,6 +67,7 @@ class TrialTask:
     config: TrainConfig
     metric: str
     final: bool = False
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,38 @@ class TrialOutcome:
     node: str = ""
     backend: str = ""
     train_seconds: float = 0.0
+    retries: int = 0
 
 
-def run_trial(task: TrialTask, data: Dataset, *, node: str | None = None) -> TrialOutcome:
-    """Train ``task`` on ``data`` and return its outcome; never raises."""
+def epoch_metric(record: EpochRecord, metric: str) -> float:
+    """The per-epoch value a pruner watches (and the intermediate value recorded)."""
+    return record.val_loss if metric == "val_loss" else record.val_accuracy
+
+
+StopCheck = Callable[[int, int, float], bool]
+"""``should_stop(trial_number, epoch, value) -> bool`` asked after every epoch."""
+
+
+def device_for(config: TrainConfig, gpu_ids: list[Any]) -> TrainConfig:
+    """Train torch trials on the GPU Ray assigned (it is ``cuda:0`` in the worker,
+    whose CUDA_VISIBLE_DEVICES Ray restricts); CPU when none was assigned."""
+    if config.backend != "torch" or config.device != "cpu" or not gpu_ids:
+        return config
+    return config.replace(device="cuda:0")
+
+
+def run_trial(
+    task: TrialTask,
+    data: Dataset,
+    *,
+    node: str | None = None,
+    should_stop: StopCheck | None = None,
+) -> TrialOutcome:
+    """Train ``task`` on ``data`` and return its outcome; never raises.
+
+    With ``should_stop`` (a pruner), a trial it stops is PRUNED with its
+    partial curve and the last epoch's metric as its value.
+    """
     node = node or socket.gethostname()
     start = time.perf_counter()
     common = dict(
@@ -108,10 +138,17 @@ def run_trial(task: TrialTask, data: Dataset, *, node: str | None = None) -> Tri
         params=task.params,
         node=node,
         backend=task.config.backend,
+        retries=task.attempt,
     )
     try:
         if task.final:
             history = train(task.config, data.with_validation_merged(), evaluate_test=True)
+        elif should_stop is not None:
+            history = train(
+                task.config,
+                data,
+                callback=lambda r: should_stop(task.number, r.epoch, epoch_metric(r, task.metric)),
+            )
         else:
             history = train(task.config, data)
     except Exception as exc:  # a worker never raises: the trial is recorded as FAIL
@@ -134,6 +171,14 @@ def run_trial(task: TrialTask, data: Dataset, *, node: str | None = None) -> Tri
             fail_reason=(
                 f"diverged: loss became NaN or infinite in epoch {history.diverged_at_epoch}"
             ),
+            train_seconds=seconds,
+        )
+    if history.stopped and history.records:
+        return TrialOutcome(
+            **common,
+            state="PRUNED",
+            value=float(epoch_metric(history.records[-1], task.metric)),
+            history=history.to_dict(),
             train_seconds=seconds,
         )
     value = history.test_accuracy if task.final else metric_value(history, task.metric)

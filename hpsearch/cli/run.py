@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import socket
 import sys
+import time
+import uuid
 from typing import Any
 
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, HPSearchError
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,11 @@ def register(sub: Any) -> None:
         action="store_true",
         default=None,
         help="retrain the best configuration on train+validation and report test accuracy",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="if the study exists, start a new one named NAME-2, NAME-3, ... instead of resuming",
     )
     p.add_argument("--quiet", action="store_true", help="no live progress on stderr")
     p.set_defaults(func=run_command)
@@ -81,24 +90,40 @@ def run_command(args: argparse.Namespace) -> int:
     from hpsearch.cli.progress import ProgressDisplay, summary_table
     from hpsearch.cluster import RayExecutor, ray_session
     from hpsearch.sampling import make_sampler
-    from hpsearch.search import NarrowingSearch, SearchObserver
+    from hpsearch.search import NarrowingSearch, SearchObserver, driver_gone
     from hpsearch.storage import StudyStore
+    from hpsearch.worker import trial_seed
 
     err = sys.stderr
-    sampler = make_sampler(config.sampler, config.seed)
     print(f"hpsearch: storage {mask_url(url)}", file=err)
+    if args.fresh:
+        config = config.with_overrides(name=_free_name(url, config.name))
+    sampler = make_sampler(config.sampler, config.seed)
     store, existed = StudyStore.open(
         url, config.name, direction=config.direction, sampler=sampler, create=True
     )
+    driver_id = uuid.uuid4().hex[:12]
     if existed:
         attrs = store.user_attrs()
         n = len(store.trials())
         print(f"hpsearch: study {config.name!r} exists ({n} trials recorded); resuming", file=err)
         if attrs.get(records.STUDY_FILE_KEY) not in (None, config.source_text):
             logger.warning(
-                "the study file differs from the one recorded for %r; the recorded rounds are kept",
+                "the study file differs from the one recorded for %r; the recorded rounds "
+                "are kept (use --fresh for a new study)",
                 config.name,
             )
+        others = [
+            d
+            for d, info in store.drivers().items()
+            if not driver_gone(info, now=time.time(), host=socket.gethostname())
+        ]
+        if others:
+            # Another driver is working on this study: sample a different stream.
+            seed = trial_seed(config.seed, int(driver_id, 16) % (2**31))
+            sampler = make_sampler(config.sampler, seed)
+            store.study.sampler = sampler
+            print(f"hpsearch: sharing the study with {len(others)} running driver(s)", file=err)
     else:
         store.set_study_attr(records.STUDY_FILE_KEY, config.source_text)
         store.set_study_attr(records.OVERRIDES_KEY, dict(config.overrides))
@@ -106,7 +131,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(
             f"hpsearch: study {config.name!r}: {config.narrowing.rounds} rounds x "
             f"{config.narrowing.trials_per_round} trials, sampler {config.sampler}, "
-            f"metric {config.metric} ({config.direction})",
+            f"pruner {config.pruner}, metric {config.metric} ({config.direction})",
             file=err,
         )
 
@@ -117,19 +142,51 @@ def run_command(args: argparse.Namespace) -> int:
             workers=config.resources.workers,
             cpus_per_trial=config.resources.cpus_per_trial,
             gpus_per_trial=config.resources.gpus_per_trial,
+            pruner=config.pruner,
+            direction=config.direction,
+            study_name=config.name,
+            max_epochs=int(config.model.get("epochs", 1)),
         )
         print(
             f"hpsearch: Ray with {executor.info.nodes} node(s), {executor.info.cpus:g} CPUs; "
             f"{executor.workers} workers",
             file=err,
         )
+        search = NarrowingSearch(
+            config,
+            store,
+            executor,
+            sampler,
+            observer=observer,
+            final_eval=args.final_eval,
+            driver_id=driver_id,
+        )
+
+        def on_sigint(_signum: int, _frame: Any) -> None:
+            if search.stop_requested:
+                raise KeyboardInterrupt
+            search.request_stop()
+            print(
+                f"\nhpsearch: stopping: waiting for {executor.in_flight} running trial(s) to "
+                "finish (Ctrl-C again to cancel them)",
+                file=err,
+            )
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            result = NarrowingSearch(
-                config, store, executor, sampler, observer=observer, final_eval=args.final_eval
-            ).run()
+            result = search.run()
         finally:
+            signal.signal(signal.SIGINT, previous)
             executor.close()
 
+    if result.interrupted:
+        print(
+            f"hpsearch: interrupted; the database is consistent ({result.trials_run} trials "
+            f"recorded in this run). Resume with the same command: hpsearch run "
+            f"{args.study_file} --name {config.name} --storage {mask_url(url)}",
+            file=err,
+        )
+        return 130
     out = sys.stdout
     if result.already_finished:
         print(f"hpsearch: study {config.name!r} already finished ({result.stop_reason})", file=err)
@@ -149,6 +206,23 @@ def run_command(args: argparse.Namespace) -> int:
             file=out,
         )
     return 0
+
+
+def _free_name(url: str, name: str) -> str:
+    """``name`` if no study has it yet, else the first free ``name-2``, ``name-3``, ..."""
+    from hpsearch.storage_url import opened_storage
+
+    try:
+        with opened_storage(url, create=False) as storage:
+            taken = {s.study_name for s in storage.get_all_studies()}
+    except HPSearchError:  # no database yet: every name is free
+        return name
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
 
 
 def _fmt_param(value: Any) -> str:

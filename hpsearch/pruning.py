@@ -1,0 +1,110 @@
+"""Pruning across nodes: one oracle holds every trial's curve and decides.
+
+Workers on any node report each epoch's validation metric to a
+:class:`PruningOracle` (a Ray actor started by the driver, no CPU reserved)
+and stop when it says so. The oracle keeps an in-memory Optuna study that
+mirrors the trials' intermediate values and applies the study's Optuna
+pruner (``median``, ``asha`` = successive halving, ``hyperband``) exactly as
+``Trial.should_prune`` would. It never touches the results database: the
+driver records the outcome (PRUNED with the partial curve) as for any trial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import optuna
+from optuna.pruners import (
+    BasePruner,
+    HyperbandPruner,
+    MedianPruner,
+    NopPruner,
+    SuccessiveHalvingPruner,
+)
+from optuna.trial import TrialState
+
+from hpsearch.errors import ConfigError
+
+PRUNERS = ("none", "median", "asha", "hyperband")
+
+
+def make_pruner(name: str, *, max_epochs: int) -> BasePruner:
+    """The Optuna pruner called ``name`` in the study file."""
+    if name == "none":
+        return NopPruner()
+    if name == "median":
+        return MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if name == "asha":
+        return SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    raise ConfigError(f"study.pruner: got {name!r}; allowed: {', '.join(PRUNERS)}")
+
+
+class PruningOracle:
+    """Decides, per reported epoch, whether a trial should stop.
+
+    Args:
+        pruner_name: One of :data:`PRUNERS`.
+        direction: ``maximize`` or ``minimize`` (the study's).
+        study_name: Used by hyperband to assign brackets deterministically.
+        max_epochs: Epochs of a full trial (hyperband's max resource).
+    """
+
+    def __init__(self, pruner_name: str, direction: str, study_name: str, max_epochs: int) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._study = optuna.create_study(
+            study_name=study_name,
+            direction=direction,
+            pruner=make_pruner(pruner_name, max_epochs=max_epochs),
+            sampler=optuna.samplers.RandomSampler(seed=0),
+        )
+        self._ids: dict[int, int] = {}
+        self._storage = self._study._storage
+        self._study_id = self._study._study_id
+
+    def _trial_id(self, number: int) -> int:
+        trial_id = self._ids.get(number)
+        if trial_id is None:
+            trial_id = self._storage.create_new_trial(self._study_id)
+            self._ids[number] = trial_id
+        return trial_id
+
+    def report(self, number: int, epoch: int, value: float) -> bool:
+        """Record ``value`` at ``epoch`` for trial ``number``; True means stop it."""
+        trial_id = self._trial_id(number)
+        if not math.isfinite(value):
+            return False
+        self._storage.set_trial_intermediate_value(trial_id, epoch, value)
+        frozen = self._storage.get_trial(trial_id)
+        if frozen.state != TrialState.RUNNING:
+            return False
+        study = optuna.pruners._filter_study(self._study, frozen)
+        return bool(self._study.pruner.prune(study, frozen))
+
+    def finish(self, number: int, state: str, value: float | None) -> None:
+        """Mark trial ``number`` finished (COMPLETE, PRUNED or FAIL)."""
+        trial_id = self._trial_id(number)
+        trial_state = TrialState[state]
+        values = [value] if value is not None and trial_state == TrialState.COMPLETE else None
+        if trial_state == TrialState.COMPLETE and values is None:
+            trial_state = TrialState.FAIL
+        self._storage.set_trial_state_values(trial_id, trial_state, values)
+
+    def preload(self, trials: Iterable[tuple[int, str, float | None, dict[int, float]]]) -> int:
+        """Seed the oracle with recorded trials ``(number, state, value, {epoch: value})``."""
+        count = 0
+        for number, state, value, steps in trials:
+            if number in self._ids:
+                continue
+            trial_id = self._trial_id(number)
+            for epoch, v in sorted(steps.items()):
+                if math.isfinite(v):
+                    self._storage.set_trial_intermediate_value(trial_id, epoch, v)
+            self.finish(number, state, value)
+            count += 1
+        return count
+
+    def ping(self) -> bool:
+        return True
