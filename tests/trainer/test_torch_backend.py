@@ -394,3 +394,17 @@ def test_same_history_as_numpy_in_float64(optimizer: str, batchnorm: bool) -> No
             assert t_values[field] == pytest.approx(n_values[field], abs=1e-6), (
                 f"epoch {t_rec.epoch} {field}: torch {t_values[field]!r} numpy {n_values[field]!r}"
             )
+
+
+@pytest.mark.skipif(not HAS_NUMPY_BACKEND, reason="trainer.numpy_backend.model not written yet")
+def test_same_history_as_numpy_with_a_trailing_batch_of_one() -> None:
+    # 193 = 6 * 32 + 1: every epoch ends with a one-sample batch, which batch norm
+    # normalizes with its own statistics without touching the running ones.
+    config = small_config(batchnorm=True, dtype="float64", optimizer="momentum", lr=0.05)
+    data = blobs(n_train=193)
+    by_torch = train(config, data)
+    by_numpy = train(config.replace(backend="numpy"), data)
+    assert by_torch.epochs_completed == by_numpy.epochs_completed == config.epochs
+    for t_rec, n_rec in zip(by_torch.records, by_numpy.records, strict=True):
+        assert t_rec.val_loss == pytest.approx(n_rec.val_loss, abs=1e-6)
+        assert t_rec.train_accuracy == pytest.approx(n_rec.train_accuracy, abs=1e-6)
