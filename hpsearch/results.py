@@ -50,7 +50,6 @@ from hpsearch.storage_url import mask_url, opened_storage
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
-    from optuna.trial import FrozenTrial
 
 logger = logging.getLogger(__name__)
 
@@ -180,10 +179,156 @@ def _direction(storage: BaseStorage, study_id: int) -> str:
     return ",".join(d.name.lower() for d in storage.get_study_directions(study_id))
 
 
-def _load_trials(storage: BaseStorage, study_id: int) -> list[FrozenTrial]:
-    """All trials of a study in one query, ordered by number (no copies)."""
+@dataclass(slots=True)
+class _TrialRecord:
+    """The parts of a FrozenTrial the readers use (built straight from SQL rows)."""
+
+    number: int
+    state: Any
+    values: list[float] | None
+    params: dict[str, Any]
+    distributions: dict[str, Any]
+    user_attrs: dict[str, Any]
+    intermediate_values: dict[int, float]
+    datetime_start: _dt.datetime | None
+    datetime_complete: _dt.datetime | None
+
+
+def _load_trials(storage: BaseStorage, study_id: int, *, part: str = "table") -> list[Any]:
+    """All trials of a study, ordered by number, in a fixed number of queries.
+
+    ``part="table"`` loads what :func:`trials` needs (no curves, no
+    intermediate values); ``part="curves"`` loads only the curves (and the
+    intermediate values of trials without one).
+
+    On Optuna's RDB storage the rows are read with a handful of plain SELECTs
+    (no ORM objects: about 10x faster on thousands of trials); any other
+    storage, or a schema this code does not know, goes through
+    ``storage.get_all_trials(study_id, deepcopy=False)``.
+    """
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        try:
+            return _read_trials_sql(engine, study_id, part)
+        except Exception as exc:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            if not isinstance(exc, (SQLAlchemyError, AttributeError, KeyError, ValueError)):
+                raise
+            logger.debug("direct trial read failed (%s); using get_all_trials", exc)
     trials = storage.get_all_trials(study_id, deepcopy=False)
     return sorted(trials, key=lambda t: t.number)
+
+
+def _read_trials_sql(engine: Any, study_id: int, part: str) -> list[_TrialRecord]:
+    import sqlalchemy as sa
+    from optuna.distributions import json_to_distribution
+    from optuna.storages._rdb import models
+
+    trial_t = models.TrialModel.__table__
+    param_t = models.TrialParamModel.__table__
+    value_t = models.TrialValueModel.__table__
+    attr_t = models.TrialUserAttributeModel.__table__
+    inter_t = models.TrialIntermediateValueModel.__table__
+    # Optuna >= 5 stores naive UTC; older versions stored the writer's naive local time.
+    stores_utc = hasattr(models.TrialModel, "_datetime_start_utc")
+
+    def db_time(value: Any) -> _dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = _dt.datetime.fromisoformat(value)
+        if value.tzinfo is not None:
+            return value.astimezone(_dt.UTC)
+        return value.replace(tzinfo=_dt.UTC) if stores_utc else value.astimezone(_dt.UTC)
+
+    def of_study(table: Any) -> Any:
+        return (
+            sa.select()
+            .select_from(table.join(trial_t, table.c.trial_id == trial_t.c.trial_id))
+            .where(trial_t.c.study_id == study_id)
+        )
+
+    by_id: dict[int, _TrialRecord] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                trial_t.c.trial_id,
+                trial_t.c.number,
+                trial_t.c.state,
+                trial_t.c.datetime_start,
+                trial_t.c.datetime_complete,
+            ).where(trial_t.c.study_id == study_id)
+        )
+        for trial_id, number, state, start, complete in rows:
+            by_id[trial_id] = _TrialRecord(
+                number=number,
+                state=state,
+                values=None,
+                params={},
+                distributions={},
+                user_attrs={},
+                intermediate_values={},
+                datetime_start=db_time(start),
+                datetime_complete=db_time(complete),
+            )
+        if part == "table":
+            dist_cache: dict[str, Any] = {}
+            query = of_study(param_t).add_columns(
+                param_t.c.trial_id,
+                param_t.c.param_name,
+                param_t.c.param_value,
+                param_t.c.distribution_json,
+            )
+            for trial_id, name, value, dist_json in conn.execute(
+                query.order_by(param_t.c.param_id)
+            ):
+                dist = dist_cache.get(dist_json)
+                if dist is None:
+                    dist = dist_cache[dist_json] = json_to_distribution(dist_json)
+                record = by_id[trial_id]
+                record.distributions[name] = dist
+                record.params[name] = dist.to_external_repr(value)
+            values: dict[int, dict[int, float]] = {}
+            query = of_study(value_t).add_columns(
+                value_t.c.trial_id, value_t.c.objective, value_t.c.value, value_t.c.value_type
+            )
+            for trial_id, objective, value, kind in conn.execute(query):
+                values.setdefault(trial_id, {})[objective] = (
+                    models.TrialValueModel.stored_repr_to_value(value, kind)
+                )
+            for trial_id, objectives in values.items():
+                by_id[trial_id].values = [objectives[k] for k in sorted(objectives)]
+            attr_filter = attr_t.c.key != records.TRIAL_CURVE
+        else:
+            attr_filter = attr_t.c.key == records.TRIAL_CURVE
+            has_curve = (
+                sa.select(attr_t.c.trial_id)
+                .where(attr_t.c.key == records.TRIAL_CURVE)
+                .where(attr_t.c.trial_id == inter_t.c.trial_id)
+                .exists()
+            )
+            query = (
+                of_study(inter_t)
+                .add_columns(
+                    inter_t.c.trial_id,
+                    inter_t.c.step,
+                    inter_t.c.intermediate_value,
+                    inter_t.c.intermediate_value_type,
+                )
+                .where(~has_curve)
+            )
+            to_value = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+            for trial_id, step, value, kind in conn.execute(query):
+                by_id[trial_id].intermediate_values[step] = to_value(value, kind)
+        query = (
+            of_study(attr_t)
+            .add_columns(attr_t.c.trial_id, attr_t.c.key, attr_t.c.value_json)
+            .where(attr_filter)
+        )
+        for trial_id, key, value_json in conn.execute(query):
+            by_id[trial_id].user_attrs[key] = json.loads(value_json)
+    return sorted(by_id.values(), key=lambda t: t.number)
 
 
 # --- small converters ---------------------------------------------------------
@@ -529,7 +674,7 @@ def trials(storage: str | BaseStorage, name: str) -> pd.DataFrame:
     return _trials_frame(frozen)
 
 
-def _trials_frame(frozen: list[FrozenTrial]) -> pd.DataFrame:
+def _trials_frame(frozen: list[Any]) -> pd.DataFrame:
     param_dists: dict[str, list[Any]] = {}
     for t in frozen:
         for pname, dist in t.distributions.items():
@@ -716,11 +861,11 @@ def curves(storage: str | BaseStorage, name: str) -> pd.DataFrame:
     """
     with _opened(storage) as (opened, label):
         study_id = _study_id(opened, name, label)
-        frozen = _load_trials(opened, study_id)
+        frozen = _load_trials(opened, study_id, part="curves")
     return _curves_frame(frozen)
 
 
-def _curves_frame(frozen: Iterable[FrozenTrial]) -> pd.DataFrame:
+def _curves_frame(frozen: Iterable[Any]) -> pd.DataFrame:
     trial_col: list[int] = []
     epoch_col: list[int] = []
     split_col: list[str] = []

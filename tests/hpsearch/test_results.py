@@ -545,6 +545,27 @@ def test_reads_cost_a_fixed_number_of_queries_whatever_the_trial_count(tmp_path)
     assert _statements(large, lambda s: results.trials(s, "s")) < 15
 
 
+def test_direct_sql_read_equals_optunas_get_all_trials(recorded, monkeypatch):
+    url, _, _ = recorded
+    fast = {n: (results.trials(url, n), results.curves(url, n)) for n in ("up", "down")}
+
+    def disabled(*_args, **_kwargs):
+        raise ValueError("direct read disabled")
+
+    monkeypatch.setattr(results, "_read_trials_sql", disabled)
+    for name, (trials, curves) in fast.items():
+        assert_frame_equal(results.trials(url, name), trials, check_exact=True)
+        assert_frame_equal(results.curves(url, name), curves, check_exact=True)
+
+
+def test_any_optuna_storage_reads_the_same_as_the_database(recorded):
+    url, _, _ = recorded
+    memory = optuna.storages.InMemoryStorage()
+    write_fake_study(memory, "up", running=1)
+    for reader in READERS.values():
+        assert_frame_equal(reader(memory, "up"), reader(url, "up"), check_exact=True)
+
+
 def test_reading_never_writes_the_database(recorded):
     url, _, _ = recorded
     path = Path(url.removeprefix("sqlite:///"))
