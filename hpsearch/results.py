@@ -3,8 +3,11 @@
 Every function takes ``storage``: a URL string (``sqlite:///hpsearch.db``,
 ``postgresql://user@host/db``; see :mod:`hpsearch.storage_url`) or an Optuna
 storage object. A URL is opened read-only (SQLite ``mode=ro`` with a 30 s busy
-timeout), read in one pass and closed, so a reader never blocks or changes a
-running search and never creates a database. A storage object is used as is.
+timeout), read with a fixed number of queries whatever the trial count, and
+closed, so a reader never changes a running search and never creates a
+database. (Reading a WAL-mode SQLite database read-only may leave its
+``-wal``/``-shm`` side files behind; they are harmless.) A storage object is
+used as is and left open.
 
 The layout read here is the one :mod:`hpsearch.records` defines. Parameter
 columns carry the study file's names (``lr``, ``weight_decay``,
@@ -388,10 +391,6 @@ def _frame(columns: Mapping[str, Any], dtypes: Mapping[str, Any]) -> pd.DataFram
         else:
             data[name] = pd.Series(pd.array(values, dtype=dtype))
     return pd.DataFrame(data, columns=list(columns))
-
-
-def _empty(dtypes: Mapping[str, Any]) -> pd.DataFrame:
-    return _frame({name: [] for name in dtypes}, dtypes)
 
 
 # --- parameters -------------------------------------------------------------------
