@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hpsearch.cli import query, run
+    from hpsearch.cli import query, report, run
 
     parser = _Parser(
         prog="hpsearch",
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     run.register(sub)
     query.register(sub)
+    report.register(sub)
     return parser
 
 
