@@ -103,7 +103,7 @@ def ray_session(address: str | None, *, num_cpus: int | None = None) -> Iterator
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise ClusterError(f"--address: could not start or reach {where}: {exc}") from exc
@@ -158,8 +158,9 @@ class RayExecutor:
         self._actors = [
             actor_cls.remote(self._data_ref, threads, self.oracle) for _ in range(workers)
         ]
-        self._load = [0] * workers
-        self._inflight: dict[Any, tuple[int, TrialTask]] = {}
+        self._cpus_per_trial = cpus_per_trial
+        self._load: dict[Any, int] = {actor: 0 for actor in self._actors}
+        self._inflight: dict[Any, tuple[Any, TrialTask]] = {}
         self.info = ClusterInfo(
             address=ray.get_runtime_context().gcs_address,
             nodes=len([n for n in ray.nodes() if n.get("Alive")]),
@@ -192,10 +193,10 @@ class RayExecutor:
         return len(self._inflight)
 
     def submit(self, task: TrialTask) -> None:
-        index = min(range(len(self._actors)), key=self._load.__getitem__)
-        ref = self._actors[index].run.remote(task)
-        self._load[index] += 1
-        self._inflight[ref] = (index, task)
+        actor = min(self._actors, key=self._load.__getitem__)
+        ref = actor.run.remote(task)
+        self._load[actor] += 1
+        self._inflight[ref] = (actor, task)
 
     def in_flight_tasks(self) -> list[TrialTask]:
         return [task for _, task in self._inflight.values()]
@@ -208,14 +209,25 @@ class RayExecutor:
             except Exception:  # pragma: no cover - already finished
                 pass
         self._inflight.clear()
-        self._load = [0] * len(self._load)
+        self._load = dict.fromkeys(self._actors, 0)
 
-    def _replace_worker(self, index: int) -> None:
+    def _drop_worker(self, actor: Any) -> None:
+        """Forget a dead worker; start a new one only where the cluster has room
+        (a node that left takes its CPUs with it), or when none is left."""
+        if actor not in self._load:
+            return  # already replaced (several trials were queued on it)
+        self._actors.remove(actor)
+        del self._load[actor]
         try:
-            self._ray.kill(self._actors[index])
+            self._ray.kill(actor)
         except Exception:  # pragma: no cover - already dead
             pass
-        self._actors[index] = self._actor_cls.remote(self._data_ref, self._threads, self.oracle)
+        free = float(self._ray.available_resources().get("CPU", 0.0))
+        if not self._actors or free >= self._cpus_per_trial:
+            new = self._actor_cls.remote(self._data_ref, self._threads, self.oracle)
+            self._actors.append(new)
+            self._load[new] = 0
+        self.workers = len(self._actors)
 
     def wait(self, timeout: float | None = None) -> list[TrialOutcome]:
         """Block until at least one trial finishes (or ``timeout``); return all finished.
@@ -233,15 +245,16 @@ class RayExecutor:
         ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
         outcomes = []
         for ref in ready:
-            index, task = self._inflight.pop(ref)
-            self._load[index] -= 1
+            actor, task = self._inflight.pop(ref)
+            if actor in self._load:
+                self._load[actor] -= 1
             try:
                 outcomes.append(ray.get(ref))
                 continue
             except Exception as exc:  # the worker died or Ray failed the call
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             logger.warning("trial %d lost its worker (%s)", task.number, reason)
-            self._replace_worker(index)
+            self._drop_worker(actor)
             if task.attempt < self.max_retries:
                 self.submit(dataclasses.replace(task, attempt=task.attempt + 1))
                 continue

@@ -14,13 +14,21 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray instance (2 CPUs, loopback) shared by every test that needs it."""
-    ray = pytest.importorskip("ray")
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-        started = True
-    yield ray
-    if started:
+def _ray_session_guard():
+    """Shut down whatever Ray instance the tests left running, at the very end."""
+    yield
+    import ray
+
+    if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session_guard):
+    """A local Ray instance (2 CPUs, loopback), started once and shared by the test
+    modules that need it; a multi-node module may shut it down, and the next
+    module starts it again."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    return ray

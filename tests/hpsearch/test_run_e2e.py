@@ -136,9 +136,22 @@ def test_curves_have_one_row_per_epoch_and_split(study_run):
 def test_trials_record_seed_round_node_backend(study_run):
     _, url = study_run
     df = results.trials(url, "e2e")
-    for column in ("number", "state", "value", "round", "seed", "lr", "weight_decay",
-                   "dropout_ratio", "batchnorm", "diverged", "node", "backend",
-                   "train_seconds", "epochs_completed"):
+    for column in (
+        "number",
+        "state",
+        "value",
+        "round",
+        "seed",
+        "lr",
+        "weight_decay",
+        "dropout_ratio",
+        "batchnorm",
+        "diverged",
+        "node",
+        "backend",
+        "train_seconds",
+        "epochs_completed",
+    ):
         assert column in df.columns, column
     assert df["seed"].notna().all()
     assert set(df["backend"]) == {"numpy"}
@@ -176,8 +189,10 @@ def test_same_seed_reproduces_the_same_parameters(study_run, tmp_path):
     seeds2 = sorted(t.user_attrs["seed"] for t in _trials(url2))
     assert seeds1 == seeds2
     url3 = f"sqlite:///{tmp_path / 'other.db'}"
-    assert main(["run", str(study_file), "--storage", url3, "--quiet", "--rounds", "1",
-                 "--seed", "8"]) == 0
+    assert (
+        main(["run", str(study_file), "--storage", url3, "--quiet", "--rounds", "1", "--seed", "8"])
+        == 0
+    )
     other = [t.params for t in _trials(url3)]
     assert sorted(map(repr, other)) != sorted(map(repr, first))
 
@@ -186,8 +201,9 @@ def test_final_evaluation_is_recorded(tmp_path, ray_local, capsys):
     study_file = tmp_path / "fe.toml"
     study_file.write_text(STUDY.replace('name = "e2e"', 'name = "fe"'))
     url = f"sqlite:///{tmp_path / 'fe.db'}"
-    code = main(["run", str(study_file), "--storage", url, "--quiet", "--rounds", "1",
-                 "--final-eval"])
+    code = main(
+        ["run", str(study_file), "--storage", url, "--quiet", "--rounds", "1", "--final-eval"]
+    )
     assert code == 0
     final = optuna.load_study(study_name="fe", storage=url).user_attrs[records.FINAL_EVAL_KEY]
     assert len(final["test_accuracy"]) == 5
