@@ -71,7 +71,7 @@ def test_two_drivers_share_one_study_exactly(pg_url, tmp_path, ray_local):
         for _ in range(2)
     ]
     outputs = [d.communicate(timeout=300) for d in drivers]
-    for driver, (out, err) in zip(drivers, outputs, strict=True):
+    for driver, (_out, err) in zip(drivers, outputs, strict=True):
         assert driver.returncode == 0, err
     trials = _check_exact(pg_url, "shared", rounds=3, trials=10)
     owners = {t.user_attrs[records.TRIAL_DRIVER] for t in trials}
