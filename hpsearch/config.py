@@ -124,7 +124,7 @@ DATA_KEYS = ("dataset", "train_samples", "val_fraction")
 NARROWING_KEYS = ("rounds", "trials_per_round", "top_k", "margin")
 RESOURCES_KEYS = ("workers", "cpus_per_trial", "gpus_per_trial")
 FINAL_EVAL_KEYS = ("enabled", "seeds")
-PARAM_KEYS = ("low", "high", "log", "int", "step", "choices")
+PARAM_KEYS = ("low", "high", "log", "int", "step", "choices", "hard_low", "hard_high")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "study": STUDY_KEYS,
     "data": DATA_KEYS,
@@ -342,6 +342,8 @@ class StudyConfig:
             lists as tuples); never contains ``seed``.
         space: Searched trainer options in the file's order (read-only);
             disjoint from ``model``.
+        limits: Hard limits ``(hard_low, hard_high)`` per float parameter that
+            sets them: how far a moving box may extend past the first range.
         narrowing: The coarse-to-fine loop.
         resources: Ray resources.
         final_eval: The final evaluation.
@@ -359,6 +361,7 @@ class StudyConfig:
     data: DataConfig
     model: Mapping[str, Any] = field(default_factory=FrozenMap)
     space: Mapping[str, ParamSpec] = field(default_factory=FrozenMap)
+    limits: Mapping[str, tuple[float, float]] = field(default_factory=FrozenMap)
     narrowing: NarrowingConfig = field(default_factory=NarrowingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)
@@ -630,6 +633,7 @@ def _build(data: dict[str, Any], text: str) -> StudyConfig:
     model_raw = _section(data, "model")
     space = _build_space(data.get("search", {}), model_raw)
     model = _check_trainer_meaning(model_raw, space)
+    limits = _build_limits(data.get("search", {}), space)
     narrowing = _build_narrowing(_section(data, "narrowing"))
     resources = _build_resources(_section(data, "resources"))
     final = _section(data, "final_eval")
@@ -656,6 +660,7 @@ def _build(data: dict[str, Any], text: str) -> StudyConfig:
         data=data_cfg,
         model=model,
         space=FrozenMap(space),
+        limits=FrozenMap(limits),
         narrowing=narrowing,
         resources=resources,
         final_eval=FinalEvalConfig(enabled=enabled, seeds=seeds),
@@ -764,8 +769,48 @@ def _build_space(search: Any, model: dict[str, Any]) -> dict[str, ParamSpec]:
                 f"{path}: got {_show(table)} ({_kind(table)}); expected a table with low and "
                 f"high or with choices, e.g. [search.{key}] low = ..., high = ..."
             )
-        space[key] = _build_param(path, key, table)
+        plain = {k: v for k, v in table.items() if k not in ("hard_low", "hard_high")}
+        space[key] = _build_param(path, key, plain)
     return space
+
+
+def _build_limits(search: Any, space: dict[str, ParamSpec]) -> dict[str, tuple[float, float]]:
+    """Hard limits a moving box may reach: ``hard_low``/``hard_high`` of float ranges.
+
+    Without them a parameter's box never leaves its ``low``..``high``.
+    """
+    limits: dict[str, tuple[float, float]] = {}
+    for key, table in (search or {}).items():
+        if not isinstance(table, dict) or not ({"hard_low", "hard_high"} & set(table)):
+            continue
+        path = f"search.{_show_key(key)}"
+        spec = space[key]
+        if not isinstance(spec, FloatRange):
+            raise ConfigError(
+                f"{path}: hard_low/hard_high are for float ranges only; {key} is "
+                f"{'an integer range' if isinstance(spec, IntRange) else 'a categorical'}"
+            )
+        lo = table.get("hard_low", spec.low)
+        hi = table.get("hard_high", spec.high)
+        _check_number(f"{path}.hard_low", lo)
+        _check_number(f"{path}.hard_high", hi)
+        if lo > spec.low:
+            raise ConfigError(
+                f"{path}.hard_low: got {_show(lo)}; it must be <= low ({_show(spec.low)})"
+            )
+        if hi < spec.high:
+            raise ConfigError(
+                f"{path}.hard_high: got {_show(hi)}; it must be >= high ({_show(spec.high)})"
+            )
+        if spec.log and lo <= 0:
+            raise ConfigError(f"{path}.hard_low: got {_show(lo)}; a log range needs it > 0")
+        for end, value in (("hard_low", lo), ("hard_high", hi)):
+            try:
+                TrainConfig(**{key: value})
+            except TrainerConfigError as exc:
+                raise ConfigError(_one_line(f"{path}.{end}: {exc}")) from exc
+        limits[key] = (float(lo), float(hi))
+    return limits
 
 
 def _build_param(path: str, key: str, table: dict[str, Any]) -> ParamSpec:

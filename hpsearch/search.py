@@ -422,8 +422,11 @@ class NarrowingSearch:
             reason = f"round {index + 1} completed no trial; stopped"
         else:
             box = space.box_from_record(ended.box)
-            next_box = space.narrow(
-                box, self._params_of(ended.top_trials), self.config.narrowing.margin
+            next_box, moved = space.narrow(
+                box,
+                self._params_of(ended.top_trials),
+                self.config.narrowing.margin,
+                self.config.limits,
             )
             if next_box == box:
                 reason = f"the box stopped shrinking after round {index + 1}"
@@ -434,6 +437,7 @@ class NarrowingSearch:
                     box=space.box_to_record(next_box),
                     n_trials=self.config.narrowing.trials_per_round,
                     started_at=_now(),
+                    moved_edges=moved,
                 )
         status = None if following else {"state": "finished", "reason": reason}
         recorded, wrote = self.store.close_round(ended, following, status)
