@@ -13,6 +13,8 @@ Study user attributes:
                              mean/std/per seed), when one ran;
     ``hpsearch:status``      ``{"state": "finished", "reason": ...}`` once
                              the last round ended;
+    ``hpsearch:warm_start``  ``{"from", "box", "enqueued_from_trials"}`` for a
+                             study started with ``--from``;
     ``hpsearch:driver:ID``   ``{"host", "pid", "heartbeat" (unix time),
                              "started"}`` of each driver that ran the study;
                              a RUNNING trial whose driver is gone is stale.
@@ -44,6 +46,7 @@ ROUND_KEY_PREFIX = "hpsearch:round:"
 FINAL_EVAL_KEY = "hpsearch:final_eval"
 STATUS_KEY = "hpsearch:status"
 DRIVER_KEY_PREFIX = "hpsearch:driver:"
+WARM_START_KEY = "hpsearch:warm_start"
 STALE_PREFIX = "stale:"
 
 TRIAL_SEED = "seed"

@@ -139,6 +139,8 @@ class NarrowingSearch:
         observer: SearchObserver | None = None,
         final_eval: bool | None = None,
         driver_id: str | None = None,
+        first_box: dict[str, ParamSpec] | None = None,
+        enqueue: list[dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -154,6 +156,8 @@ class NarrowingSearch:
         self._full_distributions = space.distributions(config.space)
         self._trials_run = 0
         self._stop_requested = False
+        self._first_box = first_box
+        self._enqueue = list(enqueue or [])
         store.metric = config.metric
 
     # -- control ---------------------------------------------------------
@@ -272,7 +276,7 @@ class NarrowingSearch:
             current = self.store.start_first_round(
                 RoundRecord(
                     index=0,
-                    box=space.box_to_record(self.config.space),
+                    box=space.box_to_record(self._first_box or self.config.space),
                     n_trials=self.config.narrowing.trials_per_round,
                     started_at=_now(),
                 )
@@ -344,8 +348,11 @@ class NarrowingSearch:
         box: dict[str, ParamSpec] = space.box_from_record(record.box)
         index, total = record.index, record.n_trials
         executor = self.executor
-        done = sum(1 for t in self._round_trials(index) if t.state.is_finished())
-        best = self._best_value(self._round_trials(index))
+        known = self._round_trials(index)
+        done = sum(1 for t in known if t.state.is_finished())
+        best = self._best_value(known)
+        # Warm start: round 0 first runs the enqueued parameters (those not yet run).
+        queued = list(self._enqueue[len(known) :]) if index == 0 else []
         may_claim = True
         while True:
             self._beat()
@@ -356,7 +363,12 @@ class NarrowingSearch:
                 and room > 0
                 and (executor.in_flight <= executor.low_water)
             ):
-                batch = [sample_params(self.sampler, self.store.study, box) for _ in range(room)]
+                batch = queued[:room]
+                queued = queued[room:]
+                batch += [
+                    sample_params(self.sampler, self.store.study, box)
+                    for _ in range(room - len(batch))
+                ]
                 tasks = self._tasks(batch, index, total)
                 for task in tasks:
                     executor.submit(task)

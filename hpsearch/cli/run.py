@@ -48,6 +48,14 @@ def register(sub: Any) -> None:
         help="retrain the best configuration on train+validation and report test accuracy",
     )
     p.add_argument(
+        "--from",
+        dest="from_study",
+        metavar="NAME",
+        default=None,
+        help="warm start from finished study NAME in the same storage: its best region "
+        "as the first box, its top trials run first",
+    )
+    p.add_argument(
         "--fresh",
         action="store_true",
         help="if the study exists, start a new one named NAME-2, NAME-3, ... instead of resuming",
@@ -86,8 +94,8 @@ def run_command(args: argparse.Namespace) -> int:
         seed=config.seed,
     )
 
-    from hpsearch import records
-    from hpsearch.cli.progress import ProgressDisplay, summary_table
+    from hpsearch import records, space
+    from hpsearch.cli.progress import ProgressDisplay, format_box, summary_table
     from hpsearch.cluster import RayExecutor, ray_session
     from hpsearch.sampling import make_sampler
     from hpsearch.search import NarrowingSearch, SearchObserver, driver_gone
@@ -135,6 +143,22 @@ def run_command(args: argparse.Namespace) -> int:
             file=err,
         )
 
+    first_box, enqueue = None, None
+    if args.from_study and existed:
+        logger.warning("study %r exists: resuming it; --from is ignored", config.name)
+    elif args.from_study:
+        from hpsearch.warmstart import warm_start
+
+        start = warm_start(store.study._storage, args.from_study, config)
+        first_box, enqueue = start.box, start.enqueue
+        store.set_study_attr(records.WARM_START_KEY, start.to_record())
+        print(
+            f"hpsearch: warm start from {args.from_study!r}: first box "
+            f"{format_box(space.box_to_record(start.box))}; {len(enqueue)} of its top "
+            "trials run first",
+            file=err,
+        )
+
     observer: SearchObserver = SearchObserver() if args.quiet else ProgressDisplay(err)
     with ray_session(args.address):
         executor = RayExecutor(
@@ -160,6 +184,8 @@ def run_command(args: argparse.Namespace) -> int:
             observer=observer,
             final_eval=args.final_eval,
             driver_id=driver_id,
+            first_box=first_box,
+            enqueue=enqueue,
         )
 
         def on_sigint(_signum: int, _frame: Any) -> None:

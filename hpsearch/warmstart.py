@@ -1,0 +1,97 @@
+"""Warm start: begin a study from the best region of a finished one (``--from NAME``).
+
+The new study's first box is where the previous study's narrowing would have
+gone next: its last round's box narrowed around that round's top trials (the
+same rule as between rounds). Its top-k trials overall (best first; k = the
+new study's ``top_k``) are enqueued as the first trials of round 0, so the
+best known configurations are re-measured under the new study's seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from hpsearch import records, space
+from hpsearch.config import Choice, ParamSpec, StudyConfig
+from hpsearch.errors import ConfigError, StudyNotFoundError
+from hpsearch.records import RoundRecord
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    source: str
+    box: dict[str, ParamSpec]
+    enqueue: list[dict[str, Any]]
+    source_trials: list[int]
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "from": self.source,
+            "box": space.box_to_record(self.box),
+            "enqueued_from_trials": self.source_trials,
+        }
+
+
+def warm_start(storage: Any, source: str, config: StudyConfig) -> WarmStart:
+    """The first box and enqueued trials for ``config`` from study ``source``."""
+    try:
+        previous = optuna.load_study(study_name=source, storage=storage)
+    except KeyError as exc:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+        raise StudyNotFoundError(
+            f"--from: no study named {source!r} in the storage; studies: "
+            f"{', '.join(names) or '(none)'}"
+        ) from exc
+    attrs = previous.user_attrs
+    rounds = [
+        RoundRecord.from_dict(v)
+        for k, v in sorted(attrs.items())
+        if k.startswith(records.ROUND_KEY_PREFIX)
+    ]
+    complete = previous.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise ConfigError(f"--from: study {source!r} has no COMPLETE trial to start from")
+    names = set(config.space)
+    for trial in complete:
+        if set(trial.params) != names:
+            raise ConfigError(
+                f"--from: study {source!r} searched {', '.join(sorted(trial.params))}; this "
+                f"study searches {', '.join(sorted(names))}: they must search the same parameters"
+            )
+    maximize = previous.direction == StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: (-t.value if maximize else t.value, t.number))
+    top = ranked[: config.narrowing.top_k]
+
+    box = dict(config.space)
+    if rounds:
+        last = rounds[-1]
+        recorded = space.box_from_record(last.box)
+        if set(recorded) == names:
+            by_number = {t.number: t for t in complete}
+            last_top = [dict(by_number[n].params) for n in last.top_trials if n in by_number]
+            box, _ = space.narrow(recorded, last_top, config.narrowing.margin, config.limits)
+    box = _within_study_space(box, config)
+    enqueue = [dict(t.params) for t in top if space.contains(box, t.params)]
+    return WarmStart(source=source, box=box, enqueue=enqueue, source_trials=[t.number for t in top])
+
+
+def _within_study_space(box: dict[str, ParamSpec], config: StudyConfig) -> dict[str, ParamSpec]:
+    """Keep the box inside what this study file allows (its ranges or hard limits)."""
+    out: dict[str, ParamSpec] = {}
+    for name, spec in box.items():
+        allowed = config.space[name]
+        if isinstance(allowed, Choice) or isinstance(spec, Choice):
+            choices = tuple(c for c in spec.choices if c in allowed.choices)  # type: ignore[union-attr]
+            out[name] = Choice(choices=choices or allowed.choices)  # type: ignore[union-attr]
+            continue
+        lo, hi = config.limits.get(name, (allowed.low, allowed.high))
+        low, high = max(spec.low, lo), min(spec.high, hi)
+        out[name] = (
+            allowed if low > high else type(spec)(**{**spec.__dict__, "low": low, "high": high})
+        )
+    return out
