@@ -102,6 +102,14 @@ def run_command(args: argparse.Namespace) -> int:
     from hpsearch.storage import StudyStore
     from hpsearch.worker import trial_seed
 
+    warm = None
+    if args.from_study:  # checked before anything is written
+        from hpsearch.storage_url import opened_storage
+        from hpsearch.warmstart import warm_start
+
+        with opened_storage(url, create=False) as reader:
+            warm = warm_start(reader, args.from_study, config)
+
     err = sys.stderr
     print(f"hpsearch: storage {mask_url(url)}", file=err)
     if args.fresh:
@@ -144,17 +152,14 @@ def run_command(args: argparse.Namespace) -> int:
         )
 
     first_box, enqueue = None, None
-    if args.from_study and existed:
+    if warm is not None and existed:
         logger.warning("study %r exists: resuming it; --from is ignored", config.name)
-    elif args.from_study:
-        from hpsearch.warmstart import warm_start
-
-        start = warm_start(store.study._storage, args.from_study, config)
-        first_box, enqueue = start.box, start.enqueue
-        store.set_study_attr(records.WARM_START_KEY, start.to_record())
+    elif warm is not None:
+        first_box, enqueue = warm.box, warm.enqueue
+        store.set_study_attr(records.WARM_START_KEY, warm.to_record())
         print(
-            f"hpsearch: warm start from {args.from_study!r}: first box "
-            f"{format_box(space.box_to_record(start.box))}; {len(enqueue)} of its top "
+            f"hpsearch: warm start from {warm.source!r}: first box "
+            f"{format_box(space.box_to_record(warm.box))}; {len(enqueue)} of its top "
             "trials run first",
             file=err,
         )

@@ -54,6 +54,8 @@ def test_warm_start_from_a_missing_study_is_a_clear_error(tmp_path, ray_local, c
     study = small_study(tmp_path / "a.toml", "a", rounds=1, trials=3)
     assert main(["run", str(study), "--storage", url, "--quiet"]) == 0
     b = small_study(tmp_path / "b.toml", "b", rounds=1, trials=3)
+    capsys.readouterr()
     assert main(["run", str(b), "--storage", url, "--quiet", "--from", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--from" in err and "nope" in err and err.count("\n") == 1
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["a"]  # nothing written
