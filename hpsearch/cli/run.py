@@ -60,6 +60,14 @@ def register(sub: Any) -> None:
         action="store_true",
         help="if the study exists, start a new one named NAME-2, NAME-3, ... instead of resuming",
     )
+    p.add_argument(
+        "--report",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="write the HTML report at the end (default directory reports/NAME/)",
+    )
     p.add_argument("--quiet", action="store_true", help="no live progress on stderr")
     p.set_defaults(func=run_command)
 
@@ -236,6 +244,11 @@ def run_command(args: argparse.Namespace) -> int:
             f"over {len(fe['seeds'])} seeds",
             file=out,
         )
+    if args.report is not None:
+        from hpsearch.report import write_report
+
+        page = write_report(url, config.name, args.report or None)
+        print(f"report: {page}", file=out)
     return 0
 
 

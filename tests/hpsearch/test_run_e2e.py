@@ -238,3 +238,26 @@ def test_sqlite_is_in_wal_mode(study_run):
     path = url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_run_with_report_writes_the_html_report(tmp_path, ray_local, capsys):
+    study_file = tmp_path / "rep.toml"
+    study_file.write_text(STUDY.replace('name = "e2e"', 'name = "rep"'))
+    url = f"sqlite:///{tmp_path / 'rep.db'}"
+    out_dir = tmp_path / "report"
+    code = main(
+        [
+            "run",
+            str(study_file),
+            "--storage",
+            url,
+            "--quiet",
+            "--rounds",
+            "1",
+            "--report",
+            str(out_dir),
+        ]
+    )
+    assert code == 0
+    assert (out_dir / "index.html").is_file()
+    assert f"report: {out_dir / 'index.html'}" in capsys.readouterr().out
