@@ -81,18 +81,119 @@ class ClusterInfo:
     workers: int
 
 
+ADDRESS_TIMEOUT = 15.0
+"""Seconds :func:`check_address` waits for a Ray cluster to answer."""
+
+
+def check_address(address: str, *, timeout: float = ADDRESS_TIMEOUT) -> str:
+    """Check that a Ray cluster answers at ``address``, within ``timeout`` seconds.
+
+    ``auto`` must find a cluster started on this machine (``ray start``);
+    ``HOST:PORT`` (the head's GCS) and ``ray://HOST:PORT`` (Ray Client) must
+    accept a TCP connection and answer gRPC. ``local`` (start Ray here) is
+    not checked. Nothing is started and Ray prints nothing, so a bad address
+    costs at most ``timeout`` seconds and one line.
+
+    Returns:
+        ``address`` without surrounding blanks.
+
+    Raises:
+        ConfigError: The address is malformed (the CLI exits 2).
+        ClusterError: No Ray cluster answers there (the CLI exits 1).
+    """
+    import socket
+    import time
+
+    from hpsearch.errors import ConfigError
+
+    text = address.strip()
+    forms = "expected 'auto', HOST:PORT or ray://HOST:PORT"
+    if not text:
+        raise ConfigError(f"--address: got {address!r}; {forms}")
+    if text == "local":
+        return text
+    start = time.monotonic()
+    if text == "auto":
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+
+        try:
+            target = canonicalize_bootstrap_address_or_die("auto")
+        except (ConnectionError, ValueError) as exc:
+            reason = " ".join(str(exc).split())
+            raise ClusterError(
+                f"--address auto: no Ray cluster runs on this machine ({reason}); start one "
+                "with 'ray start --head', give its HOST:PORT, or omit --address to start Ray "
+                "locally"
+            ) from exc
+    elif text.startswith("ray://"):
+        target = text[len("ray://") :]
+    elif "://" in text or "/" in text:
+        raise ConfigError(f"--address: got {text!r}; {forms}")
+    else:
+        target = text
+    host, colon, port_text = target.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"--address: got {text!r}; {forms} (PORT a number 1-65535)")
+    port = int(port_text)
+    if not text.startswith("ray://") and text != "auto":
+        try:  # Ray connects to this machine's address, not loopback: probe the same
+            from ray._private.services import resolve_ip_for_localhost
+
+            host = resolve_ip_for_localhost(host)
+        except Exception:  # a best effort: then probe the address as given
+            pass
+    where = f"{host}:{port}"
+    fix = (
+        "start the cluster there (ray start --head --port=PORT), check HOST:PORT, or omit "
+        "--address to start Ray locally"
+    )
+    try:
+        with socket.create_connection((host, port), timeout=max(0.5, min(5.0, timeout))):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, TimeoutError | socket.timeout):
+            reason = "no answer within the connect timeout"
+        raise ClusterError(
+            f"--address {text}: no Ray cluster answers at {where} ({reason}); {fix}"
+        ) from exc
+    import grpc
+
+    channel = grpc.insecure_channel(where)
+    try:
+        wait = max(0.5, timeout - (time.monotonic() - start))
+        grpc.channel_ready_future(channel).result(timeout=wait)
+    except grpc.FutureTimeoutError as exc:
+        raise ClusterError(
+            f"--address {text}: {where} accepts connections but does not answer as a Ray "
+            f"cluster within {timeout:g} s; give the address 'ray start --head' printed, or "
+            "omit --address to start Ray locally"
+        ) from exc
+    finally:
+        channel.close()
+    return text
+
+
 @contextmanager
-def ray_session(address: str | None, *, num_cpus: int | None = None) -> Iterator[bool]:
+def ray_session(
+    address: str | None, *, num_cpus: int | None = None, timeout: float = ADDRESS_TIMEOUT
+) -> Iterator[bool]:
     """Start Ray locally (no address) or join a cluster; yields whether we started it.
 
     Ray already initialised in this process (e.g. by a test fixture) is reused
-    and left running.
+    and left running. An ``address`` is first checked with
+    :func:`check_address` (bounded by ``timeout`` seconds), so an unreachable
+    cluster is a one-line :class:`ClusterError` instead of Ray retrying for
+    minutes.
     """
     import ray
 
     if ray.is_initialized():
         yield False
         return
+    if address:
+        address = check_address(address, timeout=timeout)
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": logging.WARNING,
@@ -106,7 +207,10 @@ def ray_session(address: str | None, *, num_cpus: int | None = None) -> Iterator
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
-        raise ClusterError(f"--address: could not start or reach {where}: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        if len(reason) > 300:
+            reason = reason[:297] + "..."
+        raise ClusterError(f"--address: could not start or reach {where}: {reason}") from exc
     try:
         yield True
     finally:

@@ -92,6 +92,15 @@ class StorageURL:
         return mask_url(self.url)
 
 
+class StorageUnreachableError(StorageError):
+    """The database server does not answer (connection refused or timed out).
+
+    Unlike the other storage errors this is not something wrong with the
+    input: ``hpsearch run`` exits 1 for it, as for any service that does not
+    answer within a bounded wait.
+    """
+
+
 def _bad(url: str, reason: str) -> StorageError:
     return StorageError(
         f"storage URL {mask_url(url)!r} is not valid: {reason}; allowed forms: {ALLOWED_FORMS}"
@@ -151,10 +160,64 @@ def _default_postgres_driver(url: str) -> str:
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, url: str | None = None) -> str:
+    """The first line of an error's message, with the password of ``url`` masked."""
     orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the DB-API error
     text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return _scrub(line, url) if url else line
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` (if any, as given or URL-encoded) as ``***``."""
+    from urllib.parse import unquote
+
+    _scheme, sep, rest = url.partition("://")
+    userinfo = rest[: rest.rfind("@")] if sep and "@" in rest else ""
+    _user, colon, password = userinfo.partition(":")
+    for secret in {password, unquote(password)} if colon else ():
+        if secret:
+            text = text.replace(secret, "***")
+    return mask_url(text)
+
+
+_UNREACHABLE = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "no route to host",
+    "network is unreachable",
+    "server closed the connection unexpectedly",
+    "could not connect to server",
+)
+
+
+def _connection_error(spec: StorageURL, cause: BaseException) -> StorageError | None:
+    """A one-line error with a fix for a PostgreSQL connection failure, or None."""
+    detail = _first_line(cause, spec.url)
+    lowered = detail.lower()
+    orig = getattr(cause, "orig", cause)
+    if type(orig).__name__ == "ConnectionTimeout" or any(w in lowered for w in _UNREACHABLE):
+        return StorageUnreachableError(
+            f"storage {spec.masked} cannot be opened: the database server does not answer "
+            f"({detail}); start it, or check HOST:PORT in --storage"
+        )
+    if "failed to resolve host" in lowered or "could not translate host name" in lowered:
+        return StorageError(
+            f"storage {spec.masked} cannot be opened: unknown host ({detail}); check the host "
+            "name in --storage"
+        )
+    if "authentication failed" in lowered or ("role" in lowered and "does not exist" in lowered):
+        return StorageError(
+            f"storage {spec.masked} cannot be opened: {detail}; check USER and PASSWORD in "
+            "--storage"
+        )
+    if "database" in lowered and "does not exist" in lowered:
+        return StorageError(
+            f"storage {spec.masked} cannot be opened: {detail}; create the database first "
+            "(e.g. createdb -h HOST -U USER DATABASE) or name an existing one"
+        )
+    return None
 
 
 def open_storage(
@@ -206,16 +269,17 @@ def open_storage(
         )
     except ImportError as exc:
         raise StorageError(
-            f"storage {spec.masked}: the database driver is not installed ({_first_line(exc)}); "
+            f"storage {spec.masked}: the database driver is not installed "
+            f"({_first_line(exc, url)}); "
             "for PostgreSQL: pip install 'hpsearch[postgres]'"
         ) from exc
     except RuntimeError as exc:  # Optuna's schema-version check
-        raise StorageError(f"storage {spec.masked}: {_first_line(exc)}") from exc
+        raise StorageError(f"storage {spec.masked}: {_first_line(exc, url)}") from exc
     except Exception as exc:
         cause = _database_error(exc)
         if cause is None:
             raise
-        detail = _first_line(cause)
+        detail = _first_line(cause, url)
         lowered = detail.lower()
         if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
             raise StorageError(
@@ -226,7 +290,96 @@ def open_storage(
             raise StorageError(
                 f"storage {spec.masked}: {spec.sqlite_path} is not a SQLite database"
             ) from exc
+        if spec.dialect == "postgresql":
+            problem = _connection_error(spec, cause)
+            if problem is not None:
+                raise problem from exc
         raise StorageError(f"storage {spec.masked} cannot be opened: {detail}") from exc
+
+
+CHECK_TIMEOUT = 10.0
+"""Seconds :func:`check_storage` waits for a PostgreSQL server to answer."""
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_storage(url: str, *, timeout: float = CHECK_TIMEOUT) -> StorageURL:
+    """Check, without writing anything, that ``url`` can be opened for writing.
+
+    Meant to run before a command writes anything, so that a bad database is
+    reported while nothing has been created yet:
+
+    * SQLite: the file's directory exists, the path is not a directory, and
+      an existing file is a SQLite database (or empty). The file is neither
+      created nor opened.
+    * PostgreSQL: the server answers within ``timeout`` seconds and the
+      database exists (one connection, ``SELECT 1``; no table is created).
+
+    Returns:
+        The parsed URL.
+
+    Raises:
+        StorageUnreachableError: The server does not answer (refused, timed out).
+        StorageError: Anything else; one line, password masked, with a fix.
+    """
+    spec = parse_storage_url(url)
+    if spec.dialect == "sqlite":
+        path = spec.sqlite_path
+        if path is None:
+            return spec
+        if not path.parent.is_dir():
+            what = "is not a directory" if path.parent.exists() else "does not exist"
+            raise StorageError(
+                f"storage {spec.masked}: directory {path.parent} {what}; create it first "
+                "or give another path"
+            )
+        if path.exists() and not path.is_file():
+            raise StorageError(
+                f"storage {spec.masked}: {path} is a directory, not a database file; "
+                "give the path of a .db file"
+            )
+        if path.is_file():
+            try:
+                with path.open("rb") as handle:
+                    head = handle.read(len(_SQLITE_MAGIC))
+            except OSError as exc:
+                raise StorageError(
+                    f"storage {spec.masked}: cannot read {path}: {exc.strerror or exc}"
+                ) from exc
+            if head and head != _SQLITE_MAGIC:
+                raise StorageError(
+                    f"storage {spec.masked}: {path} is not a SQLite database; give the path "
+                    "of a results database or of a file that does not exist yet"
+                )
+        return spec
+
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(
+            spec.sqlalchemy_url,
+            poolclass=NullPool,
+            connect_args={"connect_timeout": max(1, round(timeout))},
+        )
+    except ImportError as exc:
+        raise StorageError(
+            f"storage {spec.masked}: the database driver is not installed "
+            f"({_first_line(exc, url)}); for PostgreSQL: pip install 'hpsearch[postgres]'"
+        ) from exc
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        problem = _connection_error(spec, exc)
+        if problem is None:
+            problem = StorageError(
+                f"storage {spec.masked} cannot be opened: {_first_line(exc, url)}"
+            )
+        raise problem from exc
+    finally:
+        engine.dispose()
+    return spec
 
 
 def _database_error(exc: BaseException) -> BaseException | None:

@@ -92,15 +92,38 @@ def run_command(args: argparse.Namespace) -> int:
     parse_storage_url(url)
     if args.address is not None and not args.address.strip():
         raise ConfigError("--address: got ''; expected 'auto', HOST:PORT or ray://HOST:PORT")
+    if args.report:
+        _check_report_dir(args.report)
 
     from trainer.datasets import load_dataset
+    from trainer.errors import DataError
 
-    data = load_dataset(
-        config.data.dataset,
-        train_samples=config.data.train_samples,
-        val_fraction=config.data.val_fraction,
-        seed=config.seed,
-    )
+    try:
+        data = load_dataset(
+            config.data.dataset,
+            train_samples=config.data.train_samples,
+            val_fraction=config.data.val_fraction,
+            seed=config.seed,
+        )
+    except DataError as exc:  # say where to fix it
+        raise ConfigError(
+            " ".join(f"{exc}; check the [data] section of {args.study_file}".split())
+        ) from exc
+
+    # Services last (they may make us wait, boundedly): the database must be
+    # usable and a cluster must answer at --address, still before any write.
+    from hpsearch.cluster import check_address
+    from hpsearch.storage_url import StorageUnreachableError, check_storage
+
+    try:
+        check_storage(url)
+    except StorageUnreachableError as exc:  # a service that does not answer: exit 1
+        print(f"hpsearch: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.fresh:
+        _check_recorded_direction(url, config.name, config.direction)
+    if args.address is not None:
+        check_address(args.address)
 
     from hpsearch import records, space
     from hpsearch.cli.progress import ProgressDisplay, format_box, summary_table
@@ -119,13 +142,13 @@ def run_command(args: argparse.Namespace) -> int:
             warm = warm_start(reader, args.from_study, config)
 
     err = sys.stderr
-    print(f"hpsearch: storage {mask_url(url)}", file=err)
     if args.fresh:
         config = config.with_overrides(name=_free_name(url, config.name))
     sampler = make_sampler(config.sampler, config.seed)
     store, existed = StudyStore.open(
         url, config.name, direction=config.direction, sampler=sampler, create=True
     )
+    print(f"hpsearch: storage {mask_url(url)}", file=err)  # after its errors: one line
     driver_id = uuid.uuid4().hex[:12]
     if existed:
         attrs = store.user_attrs()
@@ -250,6 +273,43 @@ def run_command(args: argparse.Namespace) -> int:
         page = write_report(url, config.name, args.report or None)
         print(f"report: {page}", file=out)
     return 0
+
+
+def _check_recorded_direction(url: str, name: str, direction: str) -> None:
+    """A recorded study ``name`` must optimize the same way (read-only; nothing recorded
+    or no database yet is fine)."""
+    from hpsearch.storage_url import mask_url, opened_storage
+
+    try:
+        with opened_storage(url, create=False) as storage:
+            try:
+                recorded = storage.get_study_directions(storage.get_study_id_from_name(name))
+            except KeyError:
+                return
+    except HPSearchError:  # no database (or no results tables) yet
+        return
+    found = ",".join(d.name.lower() for d in recorded)
+    if found != direction:
+        raise HPSearchError(
+            f"study {name!r} in {mask_url(url)} has direction {found}, the study file says "
+            f"{direction}; use --name to start a new study"
+        )
+
+
+def _check_report_dir(path: str) -> None:
+    """``--report DIR`` must be a directory or creatable as one (checked, not created)."""
+    from pathlib import Path
+
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(
+            f"--report: {path} exists and is not a directory; give a directory for the report"
+        )
+    parent = next((p for p in (target, *target.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(
+            f"--report: {parent} is a file, so {path} cannot be created; give another directory"
+        )
 
 
 def _free_name(url: str, name: str) -> str:
