@@ -104,7 +104,7 @@ def ray_head():
 def test_a_study_submitted_as_a_ray_job_finishes(ray_head, tmp_path):
     from ray.job_submission import JobStatus
 
-    client, env = ray_head
+    client, _env = ray_head
     study = small_study(tmp_path / "job.toml", "job", rounds=2, trials=4)
     db = tmp_path / "job.db"
     submit_until = time.monotonic() + 90
