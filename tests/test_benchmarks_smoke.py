@@ -46,3 +46,73 @@ def test_trainer_speed_smoke() -> None:
     assert "+BN +dropout 0.5" in out
     assert "float32 GEMM limit" in out
     assert "fraction of the GEMM limit" in out
+
+
+# -- packing.py -----------------------------------------------------------------------
+
+
+def test_packing_smoke() -> None:
+    out = run_benchmark("packing.py")
+    header = next(line for line in out.splitlines() if line.strip().startswith("K "))
+    assert header.split() == [
+        "K",
+        "alone",
+        "trials/s",
+        "packed",
+        "trials/s",
+        "packed/alone",
+        "(cpu",
+        "time)",
+        "pack_pays",
+    ]
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["1", "2"]
+
+
+# -- short_trials.py ------------------------------------------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_short_trials_smoke() -> None:
+    pytest.importorskip("ray.tune.search.optuna")
+    out = run_benchmark("short_trials.py", timeout=300.0)
+    for workload in ("mnist", "digits"):
+        assert f"== workload {workload}:" in out
+    for way in (
+        "hpsearch, 2 workers",
+        "Ray Tune fastest, max_concurrent 2",
+        "Ray Tune fastest, max_concurrent 4",
+        "sequential Optuna loop",
+    ):
+        assert out.count(way) >= 2, way  # a row in each workload's table
+    assert out.count("hpsearch / Ray Tune best") == 2
+    assert out.count("hpsearch / sequential loop") == 2
+    for part in (
+        "sampling",
+        "storage: trial creation",
+        "storage: finishing writes",
+        "dispatch: Ray submit",
+        "result handling: fetch outcome",
+    ):
+        assert out.count(part) == 2, part
+    assert "Ray Tune fastest: " in out  # the settings are stated
+
+
+# -- overhead.py and cluster.py (start Ray) ---------------------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_overhead_smoke() -> None:
+    out = run_benchmark("overhead.py", timeout=300)
+    assert "overhead ms/trial" in out
+    assert "throughput ratio 2 workers / 1 worker" in out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_cluster_smoke() -> None:
+    out = run_benchmark("cluster.py", timeout=300)
+    assert "ratio cluster / single" in out
+    assert "all epochs trained, asha / none" in out
