@@ -86,13 +86,13 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        hidden = self.hidden_sizes
+        given = hidden = self.hidden_sizes
         if isinstance(hidden, (list, tuple)):
             object.__setattr__(self, "hidden_sizes", tuple(hidden))
             hidden = self.hidden_sizes
         if not isinstance(hidden, tuple) or not hidden:
             raise ConfigError(
-                f"hidden_sizes: got {self.hidden_sizes!r}; expected a non-empty list "
+                f"hidden_sizes: got {given!r}; expected a non-empty list "
                 "of positive integers, e.g. [100, 100]"
             )
         for size in hidden:
