@@ -261,3 +261,14 @@ def test_run_with_report_writes_the_html_report(tmp_path, ray_local, capsys):
     assert code == 0
     assert (out_dir / "index.html").is_file()
     assert f"report: {out_dir / 'index.html'}" in capsys.readouterr().out
+
+
+def test_fresh_starts_a_new_study_under_a_new_name(study_run, capsys):
+    study_file, url = study_run
+    before = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    code = main(["run", str(study_file), "--storage", url, "--quiet", "--rounds", "1", "--fresh"])
+    assert code == 0
+    after = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    assert after - before == {"e2e-2"}
+    assert len(_trials(url, "e2e-2")) == 8
+    assert "resuming" not in capsys.readouterr().err
