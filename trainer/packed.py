@@ -32,12 +32,14 @@ wall time of the pack's epoch (shared by every member still in it) and
 ``History.seconds`` the wall time from the start of the pack until the
 member left it; the cost per trial is about those divided by the pack size.
 
-Where packing pays (``benchmarks/packing.py``): on narrow layers with small
-batches (e.g. digits 64-50-50-10, batch 50-100) a single model is bound by
-per-call overhead, and packing 8-32 models multiplies trial throughput; on
-wide layers (784-100x6-10, batch 100) a lean NumPy step is already bound by
-its matrix products and packing gains little. :func:`pack_pays` states that
-rule for a scheduler.
+Where packing pays (``benchmarks/packing.py``, NumPy, one thread): a lone
+small model spends most of each step on per-call overhead, which packing
+shares - digits 64-50-50-10 with batch norm and dropout trains about 2x as
+many trials per second packed 8-32 at a time at batch 50, about 1.6x at
+batch 100; a wide one is bound by its matrix products and memory traffic,
+which packing does not reduce - 784-100x6-10 at batch 100 trains about as
+fast packed as alone (within +-10%). :func:`pack_pays` states that rule for a
+scheduler. A pack of one config is simply :func:`trainer.train.train`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from trainer.datasets import Dataset
 from trainer.errors import BackendUnavailableError, ConfigError
 from trainer.history import EpochRecord, History
 from trainer.seeding import RunSeeds, run_seeds
+from trainer.train import train
 
 __all__ = [
     "PACK_FIELDS",
@@ -148,20 +151,22 @@ def group_packable(
     return order
 
 
-#: The packed NumPy step pays for itself when a model's matrix products per
-#: step are below this many multiply-adds (measured: digits 64-50-50-10 at
-#: batch 100 is 0.62 M and packs ~2-3x faster; 784-100x6-10 at batch 100 is
-#: 13 M and gains little). See ``benchmarks/packing.py``.
+#: Packing pays on the CPU when one model's forward pass over a batch is below
+#: this many multiply-adds. Measured (``benchmarks/packing.py``): digits
+#: 64-50-50-10 is 0.31 M at batch 50 (about 2x packed) and 0.62 M at batch 100
+#: (about 1.6x); 784-100x6-10 at batch 100 is 13 M (about 1x).
 PACK_PAYS_MAX_MACS = 4_000_000
 
 
 def pack_pays(config: TrainConfig, n_features: int, n_classes: int) -> bool:
     """Whether packing configs like this one is expected to raise throughput.
 
-    The rule a scheduler can use before packing (a pack of a GEMM-bound network
-    is not slower, only not faster): the forward multiply-adds of one step,
-    ``batch_size * sum(n_in * n_out)``, below :data:`PACK_PAYS_MAX_MACS` on
-    CPU; always on a GPU device, where one small model uses a sliver of it.
+    The rule a scheduler can use before packing: on the CPU, pack when a
+    step's forward multiply-adds, ``batch_size * sum(n_in * n_out)``, are
+    below :data:`PACK_PAYS_MAX_MACS` - per-call overhead then dominates a lone
+    model's step - and otherwise run trials one by one (a pack of a
+    matrix-product-bound network is about as fast, not faster); on a GPU
+    device always, where one small model uses a sliver of the device.
     """
     if config.backend == "torch" and config.device != "cpu":
         return True
@@ -273,6 +278,21 @@ def train_packed(
             wrong length.
     """
     _check_pack(configs, callbacks)
+    if len(configs) == 1:
+        # A pack of one is the lone run (and the lone loop is leaner).
+        callback = None if callbacks is None else callbacks[0]
+        return [train(configs[0], data, callback=callback, evaluate_test=evaluate_test)]
+    return _train_pack(configs, data, callbacks=callbacks, evaluate_test=evaluate_test)
+
+
+def _train_pack(
+    configs: Sequence[TrainConfig],
+    data: Dataset,
+    *,
+    callbacks: Sequence[EpochCallback | None] | None,
+    evaluate_test: bool,
+) -> list[History]:
+    """The packed loop of :func:`train_packed` (any number of checked configs)."""
     start = time.perf_counter()
     first = configs[0]
     dtype = np.dtype(first.dtype)

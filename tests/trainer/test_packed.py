@@ -22,6 +22,7 @@ from trainer.errors import ConfigError
 from trainer.history import EpochRecord, History
 from trainer.packed import (
     PACK_FIELDS,
+    _train_pack,
     group_packable,
     pack_incompatibility,
     pack_key,
@@ -181,9 +182,12 @@ def test_a_single_trial_pack_equals_train(data: Dataset, backend: str) -> None:
     config = BASE.replace(
         backend=backend, batchnorm=True, dropout_ratio=0.2, weight_decay=1e-3, optimizer="adam"
     )
-    (packed,) = train_packed([config], data, evaluate_test=True)
     alone = train(config, data, evaluate_test=True)
+    (packed,) = train_packed([config], data, evaluate_test=True)  # runs train() itself
     assert_same_history(packed, alone, rtol=RTOL["float32"])
+    # The packed engine with a stack of one model gives it too.
+    (engine,) = _train_pack([config], data, callbacks=None, evaluate_test=True)
+    assert_same_history(engine, alone, rtol=RTOL["float32"])
 
 
 def test_a_pack_of_clones_gives_identical_histories(data: Dataset, backend: str) -> None:
