@@ -95,10 +95,15 @@ class StudyStore:
         except KeyError:
             if not create:
                 raise
-            study = optuna.create_study(
-                study_name=name, storage=rdb, sampler=sampler, direction=direction
-            )
-            existed = False
+            try:
+                study = optuna.create_study(
+                    study_name=name, storage=rdb, sampler=sampler, direction=direction
+                )
+                existed = False
+            except optuna.exceptions.DuplicatedStudyError:
+                # Another driver created it a moment ago: join it.
+                study = optuna.load_study(study_name=name, storage=rdb, sampler=sampler)
+                existed = True
         wanted = StudyDirection.MAXIMIZE if direction == "maximize" else StudyDirection.MINIMIZE
         if study.direction != wanted:
             raise HPSearchError(
