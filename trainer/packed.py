@@ -48,7 +48,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -221,11 +221,9 @@ def build_packed_model(
 class _Member:
     """Bookkeeping of one config of the pack."""
 
-    index: int
-    config: TrainConfig
     callback: EpochCallback | None
     shuffle_rng: np.random.Generator
-    records: list[EpochRecord]
+    records: list[EpochRecord] = field(default_factory=list)
     stopped_at: int | None = None
     diverged_at: int | None = None
     test_loss: float = math.nan
@@ -304,13 +302,10 @@ def _train_pack(
     model = build_packed_model(configs, data.n_features, data.n_classes, seeds)
     members = [
         _Member(
-            index=i,
-            config=c,
             callback=None if callbacks is None else callbacks[i],
             shuffle_rng=np.random.default_rng(s.shuffle),
-            records=[],
         )
-        for i, (c, s) in enumerate(zip(configs, seeds, strict=True))
+        for i, s in enumerate(seeds)
     ]
     active = list(members)  # active[r] is the member in row r of the stack
     n = len(y_train)
@@ -360,7 +355,6 @@ def _train_pack(
                     perms = perms[[r for r in range(len(finite)) if finite[r]]]
             if not active:
                 break
-            seconds = time.perf_counter() - epoch_start
             if n:
                 train_loss, train_acc = model.evaluate(x_train, y_train)
             else:
