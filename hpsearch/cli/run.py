@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -121,7 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"hpsearch: error: {exc}", file=sys.stderr)
         return 1
     if not args.fresh:
-        _check_recorded_direction(url, config.name, config.direction)
+        _check_recorded_study(url, config)
     if args.address is not None:
         check_address(args.address)
 
@@ -150,6 +151,24 @@ def run_command(args: argparse.Namespace) -> int:
     )
     print(f"hpsearch: storage {mask_url(url)}", file=err)  # after its errors: one line
     driver_id = uuid.uuid4().hex[:12]
+    # Say we are here before choosing the sampler's stream: two drivers that
+    # start together on one study then both see each other.
+    host = socket.gethostname()
+    store.beat(
+        driver_id,
+        {"host": host, "pid": os.getpid(), "heartbeat": time.time(), "state": "starting"},
+    )
+    others = [
+        d
+        for d, info in store.drivers().items()
+        if d != driver_id and not driver_gone(info, now=time.time(), host=host)
+    ]
+    if others:
+        # Another driver is working on this study: sample a different stream.
+        seed = trial_seed(config.seed, int(driver_id, 16) % (2**31))
+        sampler = make_sampler(config.sampler, seed)
+        store.study.sampler = sampler
+        print(f"hpsearch: sharing the study with {len(others)} running driver(s)", file=err)
     if existed:
         attrs = store.user_attrs()
         n = len(store.trials())
@@ -160,17 +179,6 @@ def run_command(args: argparse.Namespace) -> int:
                 "are kept (use --fresh for a new study)",
                 config.name,
             )
-        others = [
-            d
-            for d, info in store.drivers().items()
-            if not driver_gone(info, now=time.time(), host=socket.gethostname())
-        ]
-        if others:
-            # Another driver is working on this study: sample a different stream.
-            seed = trial_seed(config.seed, int(driver_id, 16) % (2**31))
-            sampler = make_sampler(config.sampler, seed)
-            store.study.sampler = sampler
-            print(f"hpsearch: sharing the study with {len(others)} running driver(s)", file=err)
     else:
         store.set_study_attr(records.STUDY_FILE_KEY, config.source_text)
         store.set_study_attr(records.OVERRIDES_KEY, dict(config.overrides))
@@ -275,17 +283,25 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_recorded_direction(url: str, name: str, direction: str) -> None:
-    """A recorded study ``name`` must optimize the same way (read-only; nothing recorded
-    or no database yet is fine)."""
+def _check_recorded_study(url: str, config: Any) -> None:
+    """A study already recorded under ``config.name`` must optimize the same way and
+    sample every parameter the same kind of way (read-only; no database yet, or no
+    such study, is fine). The same checks as StudyStore.open and NarrowingSearch.run,
+    made before anything is written or started."""
+    from optuna.distributions import check_distribution_compatibility
+
+    from hpsearch import space
     from hpsearch.storage_url import mask_url, opened_storage
 
+    name, direction = config.name, config.direction
     try:
         with opened_storage(url, create=False) as storage:
             try:
-                recorded = storage.get_study_directions(storage.get_study_id_from_name(name))
+                study_id = storage.get_study_id_from_name(name)
             except KeyError:
                 return
+            recorded = storage.get_study_directions(study_id)
+            trials = storage.get_all_trials(study_id, deepcopy=False)
     except HPSearchError:  # no database (or no results tables) yet
         return
     found = ",".join(d.name.lower() for d in recorded)
@@ -294,6 +310,20 @@ def _check_recorded_direction(url: str, name: str, direction: str) -> None:
             f"study {name!r} in {mask_url(url)} has direction {found}, the study file says "
             f"{direction}; use --name to start a new study"
         )
+    wanted = space.distributions(config.space)
+    checked: set[str] = set()
+    for trial in trials:
+        for pname, dist in trial.distributions.items():
+            if pname in wanted and pname not in checked:
+                checked.add(pname)
+                try:
+                    check_distribution_compatibility(dist, wanted[pname])
+                except ValueError as exc:
+                    raise HPSearchError(
+                        f"search.{pname}: the recorded study {name!r} samples it as {dist}, "
+                        f"the study file as {wanted[pname]} ({exc}); use --name to start a "
+                        "new study"
+                    ) from exc
 
 
 def _check_report_dir(path: str) -> None:
