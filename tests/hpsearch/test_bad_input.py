@@ -458,6 +458,13 @@ CASES = [
         edit('metric = "val_accuracy"', 'metric = "val_loss"'),
     ),
     Case(
+        "existing-study-changed-space",
+        ("run", "{study}", *EXISTING, "--name", KEPT),
+        2,
+        ("search.lr", "recorded study 'keep'", "--name"),
+        edit("low = 1e-3\nhigh = 1.0\nlog = true", "choices = [0.01, 0.1]"),
+    ),
+    Case(
         "bad-data-with-existing-db",
         ("run", "{study}", *EXISTING, "--name", "another"),
         2,
