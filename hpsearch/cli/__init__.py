@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from hpsearch import __version__
 from hpsearch.errors import ClusterError, HPSearchError
+from hpsearch.storage_url import StorageUnreachableError
 from trainer.errors import TrainerError
 
 EXIT_USAGE = 2
@@ -57,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.DEBUG if args.verbose else optuna.logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except ClusterError as exc:
-        print(f"hpsearch: error: {exc}", file=sys.stderr)
+    except (ClusterError, StorageUnreachableError) as exc:  # a service does not answer
+        print(f"hpsearch: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except (HPSearchError, TrainerError) as exc:
         print(f"hpsearch: error: {_one_line(exc)}", file=sys.stderr)

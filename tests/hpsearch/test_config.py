@@ -418,7 +418,7 @@ BAD_STUDIES: list[tuple[str, str, str, str]] = [
         "empty hidden sizes",
         edit("hidden_sizes = [8]", "hidden_sizes = []"),
         "model.hidden_sizes",
-        "()",
+        "[]",
     ),
     (
         "gpu device on numpy",

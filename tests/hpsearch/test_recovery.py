@@ -31,7 +31,7 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError("condition not reached in time")
 
 
@@ -58,11 +58,22 @@ def _assert_exact(url: str, name: str, rounds: int, trials: int) -> None:
 
 def test_sigkill_mid_round_then_resume(tmp_path, ray_local):
     address = ray_local.get_runtime_context().gcs_address
-    study = small_study(tmp_path / "k.toml", "killed", epochs=6, rounds=2, trials=12)
+    study = small_study(
+        tmp_path / "k.toml", "killed", epochs=20, rounds=2, trials=12, hidden=(64, 64)
+    )
     url = f"sqlite:///{tmp_path / 'k.db'}"
     driver = hpsearch_process("run", str(study), "--storage", url, "--address", address, "--quiet")
+
+    def mid_round() -> bool:  # some trials finished and some running right now
+        try:
+            trials = _trials(url, "killed")
+        except Exception:
+            return False
+        running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+        return sum(t.state.is_finished() for t in trials) >= 4 and running >= 1
+
     try:
-        _wait_for(lambda: _finished(url, "killed") >= 4)
+        _wait_for(mid_round, timeout=240)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -93,7 +104,7 @@ def test_sigint_stops_cleanly_and_resume_finishes(tmp_path, ray_local):
     url = f"sqlite:///{tmp_path / 'i.db'}"
     driver = hpsearch_process("run", str(study), "--storage", url, "--address", address, "--quiet")
     try:
-        _wait_for(lambda: _finished(url, "interrupted") >= 3)
+        _wait_for(lambda: _finished(url, "interrupted") >= 3, timeout=240)
         driver.send_signal(signal.SIGINT)
         _, err = driver.communicate(timeout=120)
     finally:
