@@ -17,15 +17,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from hpsearch.config import StudyConfig
 from hpsearch.errors import ClusterError
 from hpsearch.pruning import PruningOracle
-from hpsearch.worker import TrialOutcome, TrialTask, device_for, run_trial
+from hpsearch.worker import TrialOutcome, TrialTask, device_for, run_pack, run_trial
 from trainer.datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
 # Limit BLAS/OpenMP threads in workers: one trial per CPU, no oversubscription.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+AUTO_PACK_SIZE = 8
+"""Pack size when the study says ``pack_size = 0`` and packing pays."""
+
+
+def effective_pack_size(config: StudyConfig, n_features: int, n_classes: int) -> int:
+    """How many trials to pack together for this study (1: no packing).
+
+    ``pack_size = 1`` never packs; ``N >= 2`` packs up to N; ``0`` (auto) packs
+    up to :data:`AUTO_PACK_SIZE` when :func:`trainer.packed.pack_pays` says a
+    representative trial of the study (each range at its low end) is small
+    enough for stacked training to raise throughput.
+    """
+    from trainer.packed import pack_pays
+
+    size = config.resources.pack_size
+    if size >= 1:
+        return size
+    sample = {
+        name: spec.choices[0] if hasattr(spec, "choices") else spec.low
+        for name, spec in config.space.items()
+    }
+    probe = config.train_config(sample, 0)
+    return AUTO_PACK_SIZE if pack_pays(probe, n_features, n_classes) else 1
 
 
 class _TrialWorker:
@@ -56,17 +82,25 @@ class _TrialWorker:
     def _should_stop(self, number: int, epoch: int, value: float) -> bool:
         return bool(self._ray.get(self._oracle.report.remote(number, epoch, value)))
 
-    def run(self, task: TrialTask) -> TrialOutcome:
-        config = device_for(task.config, self._ray.get_gpu_ids())
-        if config is not task.config:
-            task = dataclasses.replace(task, config=config)
-        prune = self._oracle is not None and not task.final
-        outcome = run_trial(
-            task, self._data, node=self._node, should_stop=self._should_stop if prune else None
-        )
+    def run(self, tasks: list[TrialTask]) -> list[TrialOutcome]:
+        """Run one trial, or a pack of compatible tuning trials as one computation."""
+        gpu_ids = self._ray.get_gpu_ids()
+        tasks = [
+            dataclasses.replace(t, config=c)
+            if (c := device_for(t.config, gpu_ids)) is not t.config
+            else t
+            for t in tasks
+        ]
+        prune = self._oracle is not None and not tasks[0].final
+        stop = self._should_stop if prune else None
+        if len(tasks) == 1:
+            outcomes = [run_trial(tasks[0], self._data, node=self._node, should_stop=stop)]
+        else:
+            outcomes = run_pack(tasks, self._data, node=self._node, should_stop=stop)
         if prune:  # in order after this worker's reports (same caller, same actor)
-            self._oracle.finish.remote(task.number, outcome.state, outcome.value)
-        return outcome
+            for outcome in outcomes:
+                self._oracle.finish.remote(outcome.number, outcome.state, outcome.value)
+        return outcomes
 
     def node(self) -> str:
         return self._node
@@ -233,6 +267,7 @@ class RayExecutor:
         study_name: str = "study",
         max_epochs: int = 1,
         max_retries: int = 2,
+        pack_size: int = 1,
     ) -> None:
         import ray
 
@@ -245,6 +280,7 @@ class RayExecutor:
         self.workers = workers
         self.queue_depth = queue_depth
         self.max_retries = max_retries
+        self.pack_size = max(1, pack_size)
         threads = max(1, int(cpus_per_trial))
         self._data_ref = ray.put(data)
         actor_cls = ray.remote(_TrialWorker).options(
@@ -284,26 +320,31 @@ class RayExecutor:
 
     @property
     def capacity(self) -> int:
-        """How many trials may be in flight: ``queue_depth`` per worker."""
-        return self.workers * self.queue_depth
+        """How many trials may be in flight: ``queue_depth`` packs per worker."""
+        return self.workers * self.queue_depth * self.pack_size
 
     @property
     def low_water(self) -> int:
         """Refill the queue when no more than this many trials are in flight."""
-        return self.workers
+        return self.workers * self.pack_size
 
     @property
     def in_flight(self) -> int:
-        return len(self._inflight)
+        """Trials (not packs) submitted and not yet collected."""
+        return sum(len(tasks) for _, tasks in self._inflight.values())
 
     def submit(self, task: TrialTask) -> None:
+        self.submit_pack([task])
+
+    def submit_pack(self, tasks: list[TrialTask]) -> None:
+        """Send compatible trials to one worker, trained as one stacked computation."""
         actor = min(self._actors, key=self._load.__getitem__)
-        ref = actor.run.remote(task)
+        ref = actor.run.remote(tasks)
         self._load[actor] += 1
-        self._inflight[ref] = (actor, task)
+        self._inflight[ref] = (actor, tasks)
 
     def in_flight_tasks(self) -> list[TrialTask]:
-        return [task for _, task in self._inflight.values()]
+        return [task for _, tasks in self._inflight.values() for task in tasks]
 
     def cancel_all(self) -> None:
         """Stop every running trial now (second Ctrl-C); their workers are restarted."""
@@ -349,20 +390,20 @@ class RayExecutor:
         ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
         outcomes = []
         for ref in ready:
-            actor, task = self._inflight.pop(ref)
+            actor, tasks = self._inflight.pop(ref)
             if actor in self._load:
                 self._load[actor] -= 1
             try:
-                outcomes.append(ray.get(ref))
+                outcomes.extend(ray.get(ref))
                 continue
             except Exception as exc:  # the worker died or Ray failed the call
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            logger.warning("trial %d lost its worker (%s)", task.number, reason)
+            logger.warning("trial(s) %s lost their worker (%s)", [t.number for t in tasks], reason)
             self._drop_worker(actor)
-            if task.attempt < self.max_retries:
-                self.submit(dataclasses.replace(task, attempt=task.attempt + 1))
+            if tasks[0].attempt < self.max_retries:
+                self.submit_pack([dataclasses.replace(t, attempt=t.attempt + 1) for t in tasks])
                 continue
-            outcomes.append(
+            outcomes.extend(
                 TrialOutcome(
                     number=task.number,
                     trial_id=task.trial_id,
@@ -375,6 +416,7 @@ class RayExecutor:
                     backend=task.config.backend,
                     retries=task.attempt,
                 )
+                for task in tasks
             )
         return outcomes
 

@@ -122,7 +122,7 @@ SECTIONS = ("study", "data", "model", "search", "narrowing", "resources", "final
 STUDY_KEYS = ("name", "metric", "direction", "seed", "sampler", "pruner")
 DATA_KEYS = ("dataset", "train_samples", "val_fraction")
 NARROWING_KEYS = ("rounds", "trials_per_round", "top_k", "margin")
-RESOURCES_KEYS = ("workers", "cpus_per_trial", "gpus_per_trial")
+RESOURCES_KEYS = ("workers", "cpus_per_trial", "gpus_per_trial", "pack_size")
 FINAL_EVAL_KEYS = ("enabled", "seeds")
 PARAM_KEYS = ("low", "high", "log", "int", "step", "choices", "hard_low", "hard_high")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
@@ -300,11 +300,16 @@ class ResourcesConfig:
             by ``cpus_per_trial``.
         cpus_per_trial: Ray CPUs per trial, > 0 (fractions allowed).
         gpus_per_trial: Ray GPUs per trial, >= 0 (fractions allowed).
+        pack_size: Trial packing: 0 (default) packs compatible trials, up to
+            ``AUTO_PACK_SIZE`` per pack, when the network is small enough for
+            packing to pay; 1 never packs; N >= 2 packs up to N whenever
+            trials are compatible.
     """
 
     workers: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    pack_size: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -746,7 +751,14 @@ def _build_resources(table: dict[str, Any]) -> ResourcesConfig:
     _check_number("resources.cpus_per_trial", cpus, low=0.0, low_open=True)
     gpus = _get(table, "gpus_per_trial", default=0.0)
     _check_number("resources.gpus_per_trial", gpus, low=0.0)
-    return ResourcesConfig(workers=workers, cpus_per_trial=float(cpus), gpus_per_trial=float(gpus))
+    pack_size = _get(table, "pack_size", default=0)
+    _check_int("resources.pack_size", pack_size, low=0)
+    return ResourcesConfig(
+        workers=workers,
+        cpus_per_trial=float(cpus),
+        gpus_per_trial=float(gpus),
+        pack_size=pack_size,
+    )
 
 
 def _build_space(search: Any, model: dict[str, Any]) -> dict[str, ParamSpec]:

@@ -59,6 +59,8 @@ class Executor(Protocol):
 
     def submit(self, task: TrialTask) -> None: ...
 
+    def submit_pack(self, tasks: list[TrialTask]) -> None: ...
+
     def wait(self, timeout: float | None = None) -> list[TrialOutcome]: ...
 
     def in_flight_tasks(self) -> list[TrialTask]: ...
@@ -242,6 +244,21 @@ class NarrowingSearch:
             )
         return tasks
 
+    def _dispatch(self, tasks: list[TrialTask]) -> None:
+        """Submit tasks, packing compatible ones when the executor packs."""
+        pack_size = getattr(self.executor, "pack_size", 1)
+        if pack_size <= 1 or len(tasks) < 2:
+            for task in tasks:
+                self.executor.submit(task)
+            return
+        from trainer.packed import group_packable
+
+        # Spread the batch over the workers: never a pack larger than a fair share.
+        workers = max(1, getattr(self.executor, "workers", 1))
+        cap = max(1, min(pack_size, -(-len(tasks) // workers)))
+        for group in group_packable([t.config for t in tasks], max_pack_size=cap):
+            self.executor.submit_pack([tasks[i] for i in group])
+
     def _preload_pruner(self) -> None:
         preload = getattr(self.executor, "preload_pruner", None)
         if preload is None:
@@ -354,9 +371,12 @@ class NarrowingSearch:
         # Warm start: round 0 first runs the enqueued parameters (those not yet run).
         queued = list(self._enqueue[len(known) :]) if index == 0 else []
         may_claim = True
+        claimed = len(known)  # live trials of the round as far as we know
         while True:
             self._beat()
-            room = executor.capacity - executor.in_flight
+            # Never sample more than the round still needs: the sampler's stream
+            # (and so every trial's parameters) must not depend on queue sizes.
+            room = min(executor.capacity - executor.in_flight, total - claimed)
             if (
                 may_claim
                 and not self._stop_requested
@@ -370,9 +390,9 @@ class NarrowingSearch:
                     for _ in range(room - len(batch))
                 ]
                 tasks = self._tasks(batch, index, total)
-                for task in tasks:
-                    executor.submit(task)
-                if len(tasks) < room:
+                self._dispatch(tasks)
+                claimed += len(tasks)
+                if len(tasks) < room or claimed >= total:
                     may_claim = False  # the round is fully claimed (by us or others)
             if executor.in_flight:
                 outcomes = executor.wait(timeout=1.0)
@@ -400,11 +420,9 @@ class NarrowingSearch:
             running = [t for t in trials if not t.state.is_finished()]
             if len(trials) >= total and not running:
                 return
-            if self.mark_stale():
+            if self.mark_stale() or len(trials) < total:
                 may_claim = True
-                continue
-            if len(trials) < total:
-                may_claim = True
+                claimed = len(self._round_trials(index))
                 continue
             self.observer.waiting_for_others(index, len(running))
             time.sleep(0.5)

@@ -116,21 +116,8 @@ def device_for(config: TrainConfig, gpu_ids: list[Any]) -> TrainConfig:
     return config.replace(device="cuda:0")
 
 
-def run_trial(
-    task: TrialTask,
-    data: Dataset,
-    *,
-    node: str | None = None,
-    should_stop: StopCheck | None = None,
-) -> TrialOutcome:
-    """Train ``task`` on ``data`` and return its outcome; never raises.
-
-    With ``should_stop`` (a pruner), a trial it stops is PRUNED with its
-    partial curve and the last epoch's metric as its value.
-    """
-    node = node or socket.gethostname()
-    start = time.perf_counter()
-    common = dict(
+def _common(task: TrialTask, node: str) -> dict[str, Any]:
+    return dict(
         number=task.number,
         trial_id=task.trial_id,
         round=task.round,
@@ -140,27 +127,31 @@ def run_trial(
         backend=task.config.backend,
         retries=task.attempt,
     )
-    try:
-        if task.final:
-            history = train(task.config, data.with_validation_merged(), evaluate_test=True)
-        elif should_stop is not None:
-            history = train(
-                task.config,
-                data,
-                callback=lambda r: should_stop(task.number, r.epoch, epoch_metric(r, task.metric)),
-            )
-        else:
-            history = train(task.config, data)
-    except Exception as exc:  # a worker never raises: the trial is recorded as FAIL
-        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return TrialOutcome(
-            **common,
-            state="FAIL",
-            value=None,
-            fail_reason=f"error: {last}",
-            train_seconds=time.perf_counter() - start,
-        )
-    seconds = history.seconds
+
+
+def _error_outcome(task: TrialTask, node: str, exc: Exception, seconds: float) -> TrialOutcome:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return TrialOutcome(
+        **_common(task, node),
+        state="FAIL",
+        value=None,
+        fail_reason=f"error: {last}",
+        train_seconds=seconds,
+    )
+
+
+def outcome_of(
+    task: TrialTask, history: History, node: str, *, seconds: float | None = None
+) -> TrialOutcome:
+    """The outcome a finished run's History means for ``task``.
+
+    Diverged: FAIL marked ``diverged``; stopped by the pruner: PRUNED with the
+    last epoch's metric; otherwise COMPLETE with the study metric (FAIL if it
+    is not finite). ``seconds`` overrides the trainer time recorded (a packed
+    trial records its share of the pack's time).
+    """
+    common = _common(task, node)
+    seconds = history.seconds if seconds is None else seconds
     if history.diverged:
         return TrialOutcome(
             **common,
@@ -198,3 +189,66 @@ def run_trial(
         history=history.to_dict(),
         train_seconds=seconds,
     )
+
+
+def _callback(task: TrialTask, should_stop: StopCheck | None) -> Any:
+    if should_stop is None:
+        return None
+    return lambda r: should_stop(task.number, r.epoch, epoch_metric(r, task.metric))
+
+
+def run_trial(
+    task: TrialTask,
+    data: Dataset,
+    *,
+    node: str | None = None,
+    should_stop: StopCheck | None = None,
+) -> TrialOutcome:
+    """Train ``task`` on ``data`` and return its outcome; never raises.
+
+    With ``should_stop`` (a pruner), a trial it stops is PRUNED with its
+    partial curve and the last epoch's metric as its value.
+    """
+    node = node or socket.gethostname()
+    start = time.perf_counter()
+    try:
+        if task.final:
+            history = train(task.config, data.with_validation_merged(), evaluate_test=True)
+        else:
+            history = train(task.config, data, callback=_callback(task, should_stop))
+    except Exception as exc:  # a worker never raises: the trial is recorded as FAIL
+        return _error_outcome(task, node, exc, time.perf_counter() - start)
+    return outcome_of(task, history, node)
+
+
+def run_pack(
+    tasks: list[TrialTask],
+    data: Dataset,
+    *,
+    node: str | None = None,
+    should_stop: StopCheck | None = None,
+) -> list[TrialOutcome]:
+    """Train compatible tuning trials as one stacked computation (trial packing).
+
+    Each trial's History is the one it would have alone with its seed
+    (:func:`trainer.packed.train_packed`); each records ``1/K`` of the pack's
+    wall time as its own. Never raises: if the pack fails as a whole, every
+    trial is recorded FAIL with the reason.
+    """
+    from trainer.packed import train_packed
+
+    node = node or socket.gethostname()
+    if len(tasks) == 1:
+        return [run_trial(tasks[0], data, node=node, should_stop=should_stop)]
+    start = time.perf_counter()
+    try:
+        histories = train_packed(
+            [t.config for t in tasks],
+            data,
+            callbacks=[_callback(t, should_stop) for t in tasks],
+        )
+    except Exception as exc:
+        seconds = (time.perf_counter() - start) / len(tasks)
+        return [_error_outcome(t, node, exc, seconds) for t in tasks]
+    share = (time.perf_counter() - start) / len(tasks)
+    return [outcome_of(t, h, node, seconds=share) for t, h in zip(tasks, histories, strict=True)]

@@ -128,7 +128,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from hpsearch import records, space
     from hpsearch.cli.progress import ProgressDisplay, format_box, summary_table
-    from hpsearch.cluster import RayExecutor, ray_session
+    from hpsearch.cluster import RayExecutor, effective_pack_size, ray_session
     from hpsearch.sampling import make_sampler
     from hpsearch.search import NarrowingSearch, SearchObserver, driver_gone
     from hpsearch.storage import StudyStore
@@ -214,10 +214,12 @@ def run_command(args: argparse.Namespace) -> int:
             direction=config.direction,
             study_name=config.name,
             max_epochs=int(config.model.get("epochs", 1)),
+            pack_size=effective_pack_size(config, data.n_features, data.n_classes),
         )
         print(
             f"hpsearch: Ray with {executor.info.nodes} node(s), {executor.info.cpus:g} CPUs; "
-            f"{executor.workers} workers",
+            f"{executor.workers} workers"
+            + (f", packing up to {executor.pack_size} trials" if executor.pack_size > 1 else ""),
             file=err,
         )
         search = NarrowingSearch(
