@@ -63,42 +63,16 @@ def run_search(study_text: str, directory: str, name: str, *, pruner: str | None
     """Run one study through the real driver; returns (wall seconds, trials)."""
     import optuna
 
-    from hpsearch.cluster import RayExecutor
     from hpsearch.config import parse_study
-    from hpsearch.sampling import make_sampler
-    from hpsearch.search import NarrowingSearch
-    from hpsearch.storage import StudyStore
-    from trainer.datasets import load_dataset
+    from hpsearch.runner import run_study
 
-    config = parse_study(study_text).with_overrides(name=name)
     if pruner is not None:
-        config = parse_study(_with_pruner(study_text, pruner)).with_overrides(name=name)
-    data = load_dataset(
-        config.data.dataset,
-        train_samples=config.data.train_samples,
-        val_fraction=config.data.val_fraction,
-        seed=config.seed,
-    )
-    sampler = make_sampler(config.sampler, config.seed)
+        study_text = _with_pruner(study_text, pruner)
+    config = parse_study(study_text).with_overrides(name=name)
     url = f"sqlite:///{directory}/{name}.db"
-    store, _ = StudyStore.open(
-        url, config.name, direction=config.direction, sampler=sampler, create=True
-    )
-    executor = RayExecutor(
-        data,
-        workers=config.resources.workers or 2,
-        pruner=config.pruner,
-        direction=config.direction,
-        study_name=config.name,
-        max_epochs=int(config.model.get("epochs", 1)),
-    )
-    executor.ready()
-    try:
-        start = time.perf_counter()
-        NarrowingSearch(config, store, executor, sampler).run()
-        wall = time.perf_counter() - start
-    finally:
-        executor.close()
+    start = time.perf_counter()
+    run_study(config, url, workers=config.resources.workers or 2, wait_for_workers=True)
+    wall = time.perf_counter() - start
     return wall, optuna.load_study(study_name=name, storage=url).get_trials()
 
 

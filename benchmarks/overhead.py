@@ -71,36 +71,22 @@ workers = {workers}
 
 
 def run_once(trials: int, workers: int, directory: str, tag: str) -> tuple[float, float]:
-    """One search; returns (wall seconds, sum of trainer seconds)."""
+    """One search (unpacked, to measure per-trial overhead); (wall s, sum of trainer s)."""
     import optuna
 
-    from hpsearch.cluster import RayExecutor
     from hpsearch.config import parse_study
-    from hpsearch.sampling import make_sampler
-    from hpsearch.search import NarrowingSearch
-    from hpsearch.storage import StudyStore
-    from trainer.datasets import load_dataset
+    from hpsearch.runner import run_study
+    from hpsearch.search import SearchObserver
+
+    class Clock(SearchObserver):  # the search's own wall time, workers already up
+        def round_started(self, record, total_rounds):
+            self.start = time.perf_counter()
 
     config = parse_study(STUDY.format(name=tag, trials=trials, workers=workers))
-    data = load_dataset(
-        config.data.dataset,
-        train_samples=config.data.train_samples,
-        val_fraction=config.data.val_fraction,
-        seed=config.seed,
-    )
-    sampler = make_sampler(config.sampler, config.seed)
     url = f"sqlite:///{directory}/{tag}.db"
-    store, _ = StudyStore.open(
-        url, config.name, direction=config.direction, sampler=sampler, create=True
-    )
-    executor = RayExecutor(data, workers=workers)
-    executor.ready()
-    try:
-        start = time.perf_counter()
-        NarrowingSearch(config, store, executor, sampler).run()
-        wall = time.perf_counter() - start
-    finally:
-        executor.close()
+    clock = Clock()
+    run_study(config, url, pack_size=1, observer=clock, wait_for_workers=True)
+    wall = time.perf_counter() - clock.start
     done = optuna.load_study(study_name=tag, storage=url).get_trials()
     assert len(done) == trials, f"expected {trials} trials, found {len(done)}"
     train_sum = sum(t.user_attrs.get("train_seconds", 0.0) for t in done)
