@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import records
-from hpsearch.errors import HPSearchError
+from hpsearch.errors import HPSearchError, StorageError
 from hpsearch.records import Curve, RoundRecord
 from hpsearch.storage_url import mask_url, open_storage
 from hpsearch.worker import TrialOutcome
@@ -87,7 +88,15 @@ class StudyStore:
         create: bool,
     ) -> tuple[StudyStore, bool]:
         """Open (or create) study ``name``; returns the store and whether it existed."""
-        rdb = open_storage(url, create=create)
+        try:
+            rdb = open_storage(url, create=create)
+        except StorageError as exc:
+            # Two drivers creating Optuna's tables in a fresh database at the same
+            # moment: one loses the race; the tables exist now, so open again.
+            if not create or ("duplicate key" not in str(exc) and "already exists" not in str(exc)):
+                raise
+            time.sleep(0.5)
+            rdb = open_storage(url, create=create)
         _tune_sqlite(rdb)
         try:
             study = optuna.load_study(study_name=name, storage=rdb, sampler=sampler)

@@ -296,7 +296,7 @@ def load_npz(
     except (OSError, ValueError, EOFError) as exc:  # also zipfile.BadZipFile, pickled data
         # numpy's own message suggests loading unsafely: never repeat that advice.
         raise DataError(
-            f"{name}: {str(file)!r} is not a readable .npz archive of plain arrays "
+            f"{name}: cannot read {str(file)!r} as a .npz archive of plain arrays "
             f"({type(exc).__name__}); save it with numpy.savez(path, x=..., y=...)"
         ) from exc
     if not isinstance(loaded, np.lib.npyio.NpzFile):

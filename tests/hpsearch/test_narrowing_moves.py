@@ -35,7 +35,7 @@ hard_low = 1e-6
 hard_high = 1.0
 
 [narrowing]
-rounds = 4
+rounds = 6
 trials_per_round = 10
 top_k = 2
 margin = 0.1
