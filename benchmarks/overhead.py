@@ -2,7 +2,8 @@
 
 Runs N trials of one epoch on a tiny digits subset through the real driver
 (SQLite results database, Ray workers, the narrowing loop) with 1 and with 2
-workers, and prints trials per second and the per-trial overhead:
+workers (unpacked), and with 2 workers packing up to 8 trials per call, and
+prints trials per second and the per-trial overhead:
 
     overhead = (wall time - sum of the trainers' own time / workers) / trials
 
@@ -70,8 +71,10 @@ workers = {workers}
 """
 
 
-def run_once(trials: int, workers: int, directory: str, tag: str) -> tuple[float, float]:
-    """One search (unpacked, to measure per-trial overhead); (wall s, sum of trainer s)."""
+def run_once(
+    trials: int, workers: int, directory: str, tag: str, pack_size: int = 1
+) -> tuple[float, float]:
+    """One search; (wall s, sum of trainer s). Unpacked unless ``pack_size`` > 1."""
     import optuna
 
     from hpsearch.config import parse_study
@@ -85,7 +88,7 @@ def run_once(trials: int, workers: int, directory: str, tag: str) -> tuple[float
     config = parse_study(STUDY.format(name=tag, trials=trials, workers=workers))
     url = f"sqlite:///{directory}/{tag}.db"
     clock = Clock()
-    run_study(config, url, pack_size=1, observer=clock, wait_for_workers=True)
+    run_study(config, url, pack_size=pack_size, observer=clock, wait_for_workers=True)
     wall = time.perf_counter() - clock.start
     done = optuna.load_study(study_name=tag, storage=url).get_trials()
     assert len(done) == trials, f"expected {trials} trials, found {len(done)}"
@@ -112,15 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     try:
         with tempfile.TemporaryDirectory() as directory:
-            samples: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+            kinds = {"1": (1, 1), "2": (2, 1), "2 packed": (2, 8)}  # workers, pack size
+            samples: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
             for repeat in range(args.repeats):
-                for workers in (1, 2):  # interleaved so noise hits both
-                    tag = f"w{workers}r{repeat}"
-                    samples[workers].append(run_once(args.trials, workers, directory, tag))
-            for workers, runs in samples.items():
+                for kind, (workers, pack) in kinds.items():  # interleaved: noise hits all
+                    tag = f"w{workers}p{pack}r{repeat}"
+                    samples[kind].append(run_once(args.trials, workers, directory, tag, pack))
+            for kind, runs in samples.items():
+                workers = kinds[kind][0]
                 walls = [w for w, _ in runs]
                 overheads = [(w - t / workers) / args.trials for w, t in runs]
-                rows[workers] = (
+                rows[kind] = (
                     args.trials / statistics.median(walls),
                     statistics.median(overheads) * 1e3,
                     statistics.median(t / args.trials for _, t in runs) * 1e3,
@@ -130,10 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
 
     print(f"hpsearch overhead: {args.trials} trials, median of {args.repeats} repeats")
-    print(f"{'workers':>7}  {'trials/s':>9}  {'overhead ms/trial':>17}  {'train ms/trial':>14}")
-    for workers, (rate, overhead, train) in rows.items():
-        print(f"{workers:>7}  {rate:>9.1f}  {overhead:>17.2f}  {train:>14.2f}")
-    print(f"throughput ratio 2 workers / 1 worker: {rows[2][0] / rows[1][0]:.2f}")
+    print(f"{'workers':>8}  {'trials/s':>9}  {'overhead ms/trial':>17}  {'train ms/trial':>14}")
+    for kind, (rate, overhead, train) in rows.items():
+        print(f"{kind:>8}  {rate:>9.1f}  {overhead:>17.2f}  {train:>14.2f}")
+    print(f"throughput ratio 2 workers / 1 worker: {rows['2'][0] / rows['1'][0]:.2f}")
+    print(
+        f"throughput ratio 2 workers packed (8) / 1 worker: {rows['2 packed'][0] / rows['1'][0]:.2f}"
+    )
     return 0
 
 
