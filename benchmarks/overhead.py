@@ -139,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind, (rate, overhead, train) in rows.items():
         print(f"{kind:>8}  {rate:>9.1f}  {overhead:>17.2f}  {train:>14.2f}")
     print(f"throughput ratio 2 workers / 1 worker: {rows['2'][0] / rows['1'][0]:.2f}")
-    print(
-        f"throughput ratio 2 workers packed (8) / 1 worker: {rows['2 packed'][0] / rows['1'][0]:.2f}"
-    )
+    packed = rows["2 packed"][0] / rows["1"][0]
+    print(f"throughput ratio 2 workers packed (8) / 1 worker: {packed:.2f}")
     return 0
 
 
