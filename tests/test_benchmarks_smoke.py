@@ -77,17 +77,18 @@ def test_packing_smoke() -> None:
 def test_short_trials_smoke() -> None:
     pytest.importorskip("ray.tune.search.optuna")
     out = run_benchmark("short_trials.py", timeout=300.0)
-    for workload in ("mnist", "digits"):
-        assert f"== workload {workload}:" in out
+    assert "== workload digits:" in out
+    assert "Ray Tune fastest: " in out  # Tune's settings are stated
     for way in (
-        "hpsearch, 2 workers",
+        "hpsearch, 2 workers, unpacked",
+        "hpsearch, 2 workers, auto packing",
         "Ray Tune fastest, max_concurrent 2",
-        "Ray Tune fastest, max_concurrent 4",
         "sequential Optuna loop",
     ):
-        assert out.count(way) >= 2, way  # a row in each workload's table
-    assert out.count("hpsearch / Ray Tune best") == 2
-    assert out.count("hpsearch / sequential loop") == 2
+        assert way in out, way
+    # Ratios against both goals for unpacked and packed hpsearch, never asserted on.
+    assert out.count("goal >= 5x: ") == 2
+    assert out.count("goal >= 1.5x: ") == 2
     for part in (
         "sampling",
         "storage: trial creation",
@@ -95,8 +96,7 @@ def test_short_trials_smoke() -> None:
         "dispatch: Ray submit",
         "result handling: fetch outcome",
     ):
-        assert out.count(part) == 2, part
-    assert "Ray Tune fastest: " in out  # the settings are stated
+        assert out.count(part) == 2, part  # one profile per hpsearch row
 
 
 # -- overhead.py and cluster.py (start Ray) ---------------------------------------------
