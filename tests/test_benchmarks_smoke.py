@@ -116,3 +116,33 @@ def test_cluster_smoke() -> None:
     out = run_benchmark("cluster.py", timeout=300)
     assert "ratio cluster / single" in out
     assert "all epochs trained, asha / none" in out
+
+
+# -- search_quality.py (starts Ray) ---------------------------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_quality_smoke(tmp_path: Path) -> None:
+    figure = tmp_path / "anytime.png"
+    out = run_benchmark("search_quality.py", "--out", str(figure), timeout=300)
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("strategy"))
+    for column in ("best val acc", "total epochs", "epochs to baseline best", "test acc"):
+        assert column in header
+    for label in (
+        "1 baseline: random, 1 round",
+        "2 narrowing, random",
+        "3 narrowing, TPE",
+        "4 narrowing, TPE + ASHA",
+        "5 narrowing, TPE + Hyperband",
+    ):
+        row = next(line for line in lines if line.startswith(label) and "±" in line)
+        assert row.count("±") >= 3, row  # best, epochs and test accuracy, mean ± std
+    assert "anytime: best validation accuracy reached within E epochs" in out
+    assert "E / baseline epochs" in out
+    assert any(line in ("goal MET", "goal NOT MET") for line in lines)
+    # The baseline trains every trial fully: 6 trials x 3 epochs in smoke mode.
+    baseline = next(line for line in lines if line.startswith("1 baseline") and "±" in line)
+    assert "18 ± 0" in baseline
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
