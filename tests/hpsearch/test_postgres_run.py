@@ -65,7 +65,18 @@ def test_full_run_on_postgresql(pg_url, tmp_path, ray_local, capsys):
 
 def test_two_drivers_share_one_study_exactly(pg_url, tmp_path, ray_local):
     address = ray_local.get_runtime_context().gcs_address
-    study = small_study(tmp_path / "shared.toml", "shared", rounds=3, trials=10, workers=1)
+    study = small_study(
+        tmp_path / "shared.toml",
+        "shared",
+        rounds=3,
+        trials=16,
+        workers=1,
+        epochs=40,
+        hidden=(64, 64),
+    )  # long enough (seconds) that both drivers are up before the study ends
+    # Unpacked, so each driver claims a few trials at a time (a driver packing 8
+    # trials per worker would claim a whole 16-trial round in one batch).
+    study.write_text(study.read_text().replace("[resources]\n", "[resources]\npack_size = 1\n"))
     drivers = [
         hpsearch_process("run", str(study), "--storage", pg_url, "--address", address, "--quiet")
         for _ in range(2)
@@ -73,6 +84,6 @@ def test_two_drivers_share_one_study_exactly(pg_url, tmp_path, ray_local):
     outputs = [d.communicate(timeout=300) for d in drivers]
     for driver, (_out, err) in zip(drivers, outputs, strict=True):
         assert driver.returncode == 0, err
-    trials = _check_exact(pg_url, "shared", rounds=3, trials=10)
+    trials = _check_exact(pg_url, "shared", rounds=3, trials=16)
     owners = {t.user_attrs[records.TRIAL_DRIVER] for t in trials}
     assert len(owners) == 2, "both drivers ran trials of the study"
