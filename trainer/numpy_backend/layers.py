@@ -27,6 +27,11 @@ import math
 
 import numpy as np
 
+try:  # NumPy's einsum without its Python wrapper (about 2 us less per call)
+    from numpy._core.multiarray import c_einsum as _einsum
+except ImportError:  # NumPy < 2
+    from numpy import einsum as _einsum
+
 __all__ = [
     "Affine",
     "BatchNorm",
@@ -161,7 +166,7 @@ class BatchNorm:
         mean = np.add.reduce(x, axis=0)
         mean *= 1.0 / m
         xc = np.subtract(x, mean)
-        var = np.einsum("ij,ij->j", xc, xc)
+        var = _einsum("ij,ij->j", xc, xc)
         var *= 1.0 / m
         inv_std = var + self.eps
         np.sqrt(inv_std, out=inv_std)
@@ -193,7 +198,7 @@ class BatchNorm:
         #      = a * dout - xc * (a * inv_std * dgamma / m) - a * dbeta / m.
         m = dout.shape[0]
         np.add.reduce(dout, axis=0, out=self.dbeta)
-        np.multiply(np.einsum("ij,ij->j", dout, xc), inv_std, out=self.dgamma)
+        np.multiply(_einsum("ij,ij->j", dout, xc), inv_std, out=self.dgamma)
         a = self.gamma * inv_std
         a_m = a * (1.0 / m)
         tmp = np.multiply(xc, a_m * inv_std * self.dgamma)
