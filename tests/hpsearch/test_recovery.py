@@ -15,6 +15,13 @@ from tests.hpsearch.studies_for_tests import hpsearch_process, small_study
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
+def _unpacked(path):
+    """One trial per worker call, so trials are RUNNING one at a time (not in packs
+    that all finish at once) and a signal lands mid-trial."""
+    path.write_text(path.read_text().replace("[resources]\n", "[resources]\npack_size = 1\n"))
+    return path
+
+
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=url).get_trials()
 
@@ -58,8 +65,8 @@ def _assert_exact(url: str, name: str, rounds: int, trials: int) -> None:
 
 def test_sigkill_mid_round_then_resume(tmp_path, ray_local):
     address = ray_local.get_runtime_context().gcs_address
-    study = small_study(
-        tmp_path / "k.toml", "killed", epochs=20, rounds=2, trials=12, hidden=(64, 64)
+    study = _unpacked(
+        small_study(tmp_path / "k.toml", "killed", epochs=40, rounds=2, trials=12, hidden=(64, 64))
     )
     url = f"sqlite:///{tmp_path / 'k.db'}"
     driver = hpsearch_process("run", str(study), "--storage", url, "--address", address, "--quiet")
@@ -100,7 +107,9 @@ def test_sigkill_mid_round_then_resume(tmp_path, ray_local):
 
 def test_sigint_stops_cleanly_and_resume_finishes(tmp_path, ray_local):
     address = ray_local.get_runtime_context().gcs_address
-    study = small_study(tmp_path / "i.toml", "interrupted", epochs=6, rounds=2, trials=12)
+    study = _unpacked(
+        small_study(tmp_path / "i.toml", "interrupted", epochs=20, rounds=2, trials=12)
+    )
     url = f"sqlite:///{tmp_path / 'i.db'}"
     driver = hpsearch_process("run", str(study), "--storage", url, "--address", address, "--quiet")
     try:
