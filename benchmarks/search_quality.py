@@ -585,6 +585,8 @@ def goal_lines(
 def write_figure(
     strategies: list[Strategy], runs: list[dict[str, Any]], out: Path, title: str
 ) -> None:
+    """Left: each strategy's anytime curve, mean ± std over seeds. Right: every
+    seed of the pruned strategies on its own (a mean hides a search that failed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -593,7 +595,9 @@ def write_figure(
     by = {s.key: [r for r in runs if r["strategy"] == s.key] for s in strategies}
     top = max((total_epochs(r) for r in runs), default=1)
     grid = np.unique(np.geomspace(1, max(top, 2), 400).round())
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig, (ax, ax_seeds) = plt.subplots(
+        1, 2, figsize=(13, 5.2), dpi=110, gridspec_kw={"width_ratios": [3, 2]}, sharey=True
+    )
     colors = {
         "baseline": "0.35",
         "narrow-random": "tab:blue",
@@ -610,26 +614,34 @@ def write_figure(
         end = max(total_epochs(r) for r in mine)
         xs = grid[grid <= end]
         curves = np.array([[best_within(r, x) for x in xs] for r in mine])
+        color = colors.get(s.key)
+        if s.pruner != "none" or s.key == "baseline":
+            for i, curve in enumerate(curves):
+                ax_seeds.step(xs, curve, where="post", color=color, lw=1.1, alpha=0.75,
+                              label=s.label if i == 0 else None)  # fmt: skip
         full = ~np.isnan(curves).any(axis=0)
         xs, curves = xs[full], curves[:, full]
         if not len(xs):
             continue
         mean, std = curves.mean(axis=0), curves.std(axis=0)
-        color = colors.get(s.key)
         ax.plot(xs, mean, color=color, label=f"{s.label} ({len(mine)} seeds)", lw=1.8)
-        ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.18, lw=0)
-    if base_runs:
-        base_best = statistics.fmean(r["best_value"] for r in base_runs)
-        base_total = statistics.fmean(total_epochs(r) for r in base_runs)
-        ax.axhline(base_best, color="0.35", ls=":", lw=1)
-        ax.axvline(base_total * GOAL_FRACTION, color="tab:red", ls="--", lw=1,
-                   label="1/3 of the baseline's epochs")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xlabel("cumulative epochs trained (all trials, pruned ones' partial epochs included)")
+        ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+    for axis in (ax, ax_seeds):
+        if base_runs:
+            base_best = statistics.fmean(r["best_value"] for r in base_runs)
+            base_total = statistics.fmean(total_epochs(r) for r in base_runs)
+            axis.axhline(base_best, color="0.35", ls=":", lw=1,
+                         label="baseline's final best (mean)")  # fmt: skip
+            axis.axvline(base_total * GOAL_FRACTION, color="tab:red", ls="--", lw=1,
+                         label="1/3 of the baseline's epochs")  # fmt: skip
+        axis.set_xscale("log")
+        axis.set_xlabel("cumulative epochs trained (pruned trials count their partial epochs)")
+        axis.grid(True, which="both", alpha=0.25)
+        axis.legend(loc="upper left", fontsize=7.5)
     ax.set_ylabel("best validation accuracy so far")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("mean ± std over study seeds", fontsize=9)
+    ax_seeds.set_title("each seed: baseline and the pruned strategies", fontsize=9)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
@@ -740,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "search quality on mnist5k: "
         f"{sizes.train_samples} training samples (20% validation), "
-        f"784-{'x'.join(str(h) for h in sizes.hidden)}-10 ReLU, SGD, batch {sizes.batch_size}, "
+        f"784-{network(sizes.hidden)}-10 ReLU, SGD, batch {sizes.batch_size}, "
         f"{sizes.epochs} epochs per full trial, {sizes.trials} trials per study, "
         f"{sizes.workers} workers; {len(seeds)} study seeds ({', '.join(map(str, seeds))}); "
         f"test accuracy: best config retrained {sizes.final_seeds}x on train+validation"
@@ -765,13 +777,20 @@ def main(argv: list[str] | None = None) -> int:
     _, goal = goal_lines(strategies, runs, stats)
     print("\n".join(goal))
     title = (
-        f"mnist5k, {sizes.train_samples} samples, 784-{'x'.join(map(str, sizes.hidden))}-10 SGD, "
-        f"{sizes.trials} trials x <= {sizes.epochs} epochs per study; mean ± std over "
-        f"{len(seeds)} seeds"
+        f"search quality: mnist5k, {sizes.train_samples} samples (20% validation), "
+        f"784-{network(sizes.hidden)}-10 SGD, {sizes.trials} trials x <= {sizes.epochs} epochs "
+        f"per study, {len(seeds)} study seeds"
     )
     write_figure(strategies, runs, args.out, title)
     print(f"\nfigure: {args.out}")
     return 0
+
+
+def network(hidden: tuple[int, ...]) -> str:
+    """``(100,) * 6`` -> ``100x6``; ``(16, 32)`` -> ``16-32``."""
+    if len(set(hidden)) == 1 and len(hidden) > 1:
+        return f"{hidden[0]}x{len(hidden)}"
+    return "-".join(map(str, hidden))
 
 
 def load_saved(path: Path) -> tuple[list[Strategy], Sizes, list[dict[str, Any]]]:
