@@ -90,6 +90,12 @@ def sample_params(
     sampler: BaseSampler, study: optuna.Study, box: Mapping[str, ParamSpec]
 ) -> dict[str, Any]:
     """Parameters for one new trial, each inside ``box``, in the box's order."""
+    # Study.ask resets Optuna's per-thread trial cache before sampling; we sample
+    # without ask, so reset it too, or a model-based sampler (TPE) would keep
+    # seeing the trials of its first draw and act as random search.
+    thread_local = getattr(study, "_thread_local", None)
+    if thread_local is not None:
+        thread_local.cached_all_trials = None
     view: Any = _BoxView(study, box)
     template = _template()
     dists = space.distributions(box)
