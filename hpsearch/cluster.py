@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,15 +18,10 @@ from typing import Any
 
 from hpsearch.config import StudyConfig
 from hpsearch.errors import ClusterError
-from hpsearch.pruning import PruningOracle
-from hpsearch.worker import TrialOutcome, TrialTask, device_for, run_pack, run_trial
+from hpsearch.worker import TrialOutcome, TrialTask, TrialWorker
 from trainer.datasets import Dataset
 
 logger = logging.getLogger(__name__)
-
-# Limit BLAS/OpenMP threads in workers: one trial per CPU, no oversubscription.
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
 
 AUTO_PACK_SIZE = 8
 """Pack size when the study says ``pack_size = 0`` and packing pays."""
@@ -52,58 +46,6 @@ def effective_pack_size(config: StudyConfig, n_features: int, n_classes: int) ->
     }
     probe = config.train_config(sample, 0)
     return AUTO_PACK_SIZE if pack_pays(probe, n_features, n_classes) else 1
-
-
-class _TrialWorker:
-    """Ray actor body: trains trials on the dataset it was given once."""
-
-    def __init__(self, data: Dataset, threads: int, oracle: Any = None) -> None:
-        import ray
-
-        for var in _THREAD_VARS:
-            os.environ[var] = str(threads)
-        try:
-            from threadpoolctl import threadpool_limits
-
-            self._limits = threadpool_limits(threads)
-        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-            self._limits = None
-        try:
-            import torch
-
-            torch.set_num_threads(threads)
-        except ImportError:
-            pass
-        self._ray = ray
-        self._data = data
-        self._oracle = oracle
-        self._node = ray.get_runtime_context().get_node_id()
-
-    def _should_stop(self, number: int, epoch: int, value: float) -> bool:
-        return bool(self._ray.get(self._oracle.report.remote(number, epoch, value)))
-
-    def run(self, tasks: list[TrialTask]) -> list[TrialOutcome]:
-        """Run one trial, or a pack of compatible tuning trials as one computation."""
-        gpu_ids = self._ray.get_gpu_ids()
-        tasks = [
-            dataclasses.replace(t, config=c)
-            if (c := device_for(t.config, gpu_ids)) is not t.config
-            else t
-            for t in tasks
-        ]
-        prune = self._oracle is not None and not tasks[0].final
-        stop = self._should_stop if prune else None
-        if len(tasks) == 1:
-            outcomes = [run_trial(tasks[0], self._data, node=self._node, should_stop=stop)]
-        else:
-            outcomes = run_pack(tasks, self._data, node=self._node, should_stop=stop)
-        if prune:  # in order after this worker's reports (same caller, same actor)
-            for outcome in outcomes:
-                self._oracle.finish.remote(outcome.number, outcome.state, outcome.value)
-        return outcomes
-
-    def node(self) -> str:
-        return self._node
 
 
 @dataclass(frozen=True)
@@ -283,11 +225,13 @@ class RayExecutor:
         self.pack_size = max(1, pack_size)
         threads = max(1, int(cpus_per_trial))
         self._data_ref = ray.put(data)
-        actor_cls = ray.remote(_TrialWorker).options(
+        actor_cls = ray.remote(TrialWorker).options(
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_concurrency=1
         )
         self.oracle = None
         if pruner != "none":
+            from hpsearch.pruning import PruningOracle
+
             self.oracle = (
                 ray.remote(PruningOracle)
                 .options(num_cpus=0)

@@ -57,12 +57,9 @@ def run_study(
             benchmarks that time the search alone).
     """
     data = data if data is not None else load_study_data(config)
-    sampler = make_sampler(config.sampler, config.seed)
-    store, _ = StudyStore.open(
-        storage, config.name, direction=config.direction, sampler=sampler, create=True
-    )
     if pack_size is None:
         pack_size = effective_pack_size(config, data.n_features, data.n_classes)
+    # Workers start in the background while the database opens.
     executor = RayExecutor(
         data,
         workers=workers or config.resources.workers,
@@ -75,6 +72,10 @@ def run_study(
         pack_size=pack_size,
     )
     try:
+        sampler = make_sampler(config.sampler, config.seed)
+        store, _ = StudyStore.open(
+            storage, config.name, direction=config.direction, sampler=sampler, create=True
+        )
         if wait_for_workers:
             executor.ready()
         return NarrowingSearch(

@@ -1,13 +1,14 @@
 """What a worker does with one trial: train it and describe the outcome.
 
-Pure Python (no Ray, no database): :mod:`hpsearch.cluster` runs
-:func:`run_trial` inside Ray actors, tests call it directly. A worker gets a
+No database, and no Ray outside :class:`TrialWorker` (the actor body that
+:mod:`hpsearch.cluster` starts): tests call :func:`run_trial` directly. A worker gets a
 :class:`TrialTask` and the dataset and gives back a :class:`TrialOutcome`;
 nothing it does touches the results database.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import socket
 import time
@@ -252,3 +253,72 @@ def run_pack(
         return [_error_outcome(t, node, exc, seconds) for t in tasks]
     share = (time.perf_counter() - start) / len(tasks)
     return [outcome_of(t, h, node, seconds=share) for t, h in zip(tasks, histories, strict=True)]
+
+
+# Limit BLAS/OpenMP threads in workers: one trial per CPU, no oversubscription.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class TrialWorker:
+    """Ray actor body (:class:`hpsearch.cluster.RayExecutor` starts it): trains
+    trials on the dataset it was given once.
+
+    It lives here, not in :mod:`hpsearch.cluster`, so a worker process imports
+    only the trainer and this module (not Optuna or the driver); PyTorch is
+    imported, and its thread count set, only when a torch trial arrives.
+    """
+
+    def __init__(self, data: Dataset, threads: int, oracle: Any = None) -> None:
+        import os
+
+        import ray
+
+        for var in _THREAD_VARS:
+            os.environ[var] = str(threads)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(threads)
+        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+            self._limits = None
+        self._threads = threads
+        self._torch_ready = False
+        self._ray = ray
+        self._data = data
+        self._oracle = oracle
+        self._node = ray.get_runtime_context().get_node_id()
+
+    def _prepare_torch(self) -> None:
+        if not self._torch_ready:
+            import torch
+
+            torch.set_num_threads(self._threads)
+            self._torch_ready = True
+
+    def _should_stop(self, number: int, epoch: int, value: float) -> bool:
+        return bool(self._ray.get(self._oracle.report.remote(number, epoch, value)))
+
+    def run(self, tasks: list[TrialTask]) -> list[TrialOutcome]:
+        """Run one trial, or a pack of compatible tuning trials as one computation."""
+        if tasks[0].config.backend == "torch":
+            self._prepare_torch()
+        gpu_ids = self._ray.get_gpu_ids()
+        tasks = [
+            dataclasses.replace(t, config=c)
+            if (c := device_for(t.config, gpu_ids)) is not t.config
+            else t
+            for t in tasks
+        ]
+        prune = self._oracle is not None and not tasks[0].final
+        stop = self._should_stop if prune else None
+        if len(tasks) == 1:
+            outcomes = [run_trial(tasks[0], self._data, node=self._node, should_stop=stop)]
+        else:
+            outcomes = run_pack(tasks, self._data, node=self._node, should_stop=stop)
+        if prune:  # in order after this worker's reports (same caller, same actor)
+            for outcome in outcomes:
+                self._oracle.finish.remote(outcome.number, outcome.state, outcome.value)
+        return outcomes
+
+    def node(self) -> str:
+        return self._node
