@@ -64,6 +64,11 @@ def _tune_sqlite(storage: RDBStorage) -> None:
     engine.dispose()  # pooled connections reopen with the pragmas
 
 
+def _utc_now() -> datetime.datetime:
+    """Now as Optuna's RDB storage keeps datetimes: naive UTC."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
 def _table(model: Any) -> sqlalchemy.Table:
     """The Core table behind an Optuna model: executemany without the ORM's
     per-row bookkeeping (several times cheaper on the trial hot path)."""
@@ -184,8 +189,9 @@ class StudyStore:
         """
         if not batch:
             return []
-        now = datetime.datetime.now()
+        now = _utc_now()
         dist_json = {name: distribution_to_json(d) for name, d in distributions.items()}
+        trials = _table(models.TrialModel)
         with _create_scoped_session(self.rdb.scoped_session) as session:
             self._lock_study(session)
             if round_limit is not None:
@@ -194,28 +200,40 @@ class StudyStore:
                 batch = batch[: max(0, room)]
                 if not batch:
                     return []
-            rows = [
-                models.TrialModel(
-                    study_id=self.study_id,
-                    number=None,
-                    state=TrialState.RUNNING,
-                    datetime_start=now,
+            # Under the study lock every earlier trial has a smaller id: the
+            # first number is the study's trial count (Optuna's rule).
+            first = session.execute(
+                sqlalchemy.select(sqlalchemy.func.count())
+                .select_from(trials)
+                .where(trials.c.study_id == self.study_id)
+            ).scalar_one()
+            ids = (
+                session.execute(
+                    trials.insert().returning(trials.c.trial_id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "number": first + offset,
+                            "study_id": self.study_id,
+                            "state": TrialState.RUNNING,
+                            "datetime_start": now,
+                        }
+                        for offset in range(len(batch))
+                    ],
                 )
-                for _ in batch
-            ]
-            session.add_all(rows)
-            session.flush()
-            first = rows[0].count_past_trials(session)
+                .scalars()
+                .all()
+            )
             params_rows: list[dict[str, Any]] = []
             attr_rows: list[dict[str, Any]] = []
             out = []
-            for offset, (row, (params, round_index)) in enumerate(zip(rows, batch, strict=False)):
-                row.number = first + offset
-                out.append((row.trial_id, row.number))
+            for offset, (trial_id, (params, round_index)) in enumerate(
+                zip(ids, batch, strict=True)
+            ):
+                out.append((trial_id, first + offset))
                 for name, value in params.items():
                     params_rows.append(
                         {
-                            "trial_id": row.trial_id,
+                            "trial_id": trial_id,
                             "param_name": name,
                             "param_value": distributions[name].to_internal_repr(value),
                             "distribution_json": dist_json[name],
@@ -223,7 +241,7 @@ class StudyStore:
                     )
                 attr_rows.append(
                     {
-                        "trial_id": row.trial_id,
+                        "trial_id": trial_id,
                         "key": records.TRIAL_ROUND,
                         "value_json": json.dumps(round_index),
                     }
@@ -231,7 +249,7 @@ class StudyStore:
                 if driver is not None:
                     attr_rows.append(
                         {
-                            "trial_id": row.trial_id,
+                            "trial_id": trial_id,
                             "key": records.TRIAL_DRIVER,
                             "value_json": json.dumps(driver),
                         }
@@ -248,7 +266,7 @@ class StudyStore:
         values), all in one transaction. A trial already finished is left as is."""
         if not outcomes:
             return
-        now = datetime.datetime.now()
+        now = _utc_now()
         trial_model = models.TrialModel
         with _create_scoped_session(self.rdb.scoped_session) as session:
             ids = [o.trial_id for o in outcomes]

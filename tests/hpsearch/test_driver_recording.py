@@ -138,3 +138,26 @@ def test_resume_after_an_interrupt_completes_the_study_exactly(study, monkeypatc
     assert len(result.rounds) == 2
     assert len(live) == 18
     assert all(t.state == TrialState.COMPLETE for t in live)
+
+
+def test_start_and_completion_times_are_right_in_any_time_zone(study, monkeypatch):
+    """Optuna keeps naive UTC in the database and shows local time: the
+    driver's own writes must follow that, or times shift by the UTC offset."""
+    import datetime
+    import time
+
+    config, data, store = study
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        before = datetime.datetime.now()
+        _search(config, store, InProcessExecutor(data, burst=3)).run()
+        after = datetime.datetime.now()
+        trials = store.trials()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert trials
+    slack = datetime.timedelta(seconds=1)
+    for t in trials:
+        assert before - slack <= t.datetime_start <= t.datetime_complete <= after + slack
