@@ -25,12 +25,10 @@ also draws the 400/100 train/validation split, so all strategies of one seed
 see the same data. Studies without a pruner share one pool of Ray workers per
 seed; a pruned study gets its own (its pruning oracle holds its curves).
 
-TPE: ``hpsearch.sampling`` draws through Optuna's per-thread trial cache,
-which only ``Study.ask``/``tell`` reset and the driver does not call, so as
-shipped TPE never sees a trial finished after its first draw and behaves as
-random search (:func:`tpe_sees_new_trials` checks this at start-up). Until
-that is fixed, strategies 3-5 use a TPE that rereads the trials before each
-draw (the output says so); ``--tpe-as-shipped`` measures TPE as shipped.
+Every strategy uses the sampler and pruner exactly as ``hpsearch run`` makes
+them (``make_sampler``; the executor's pruning oracle). With a pruner, the
+narrowing ranks PRUNED trials too (:mod:`hpsearch.ranking`), and the first rung
+is at :func:`hpsearch.pruning.grace_epochs` of the 50 epochs.
 
 Epoch accounting: a study's cost is the sum over its trials of
 ``epochs_completed`` (pruned and diverged trials count the epochs they
@@ -273,53 +271,6 @@ def build_strategies(args: argparse.Namespace, sizes: Sizes) -> list[Strategy]:
 # --------------------------------------------------------------------------- running
 
 
-def tpe_sees_new_trials() -> bool:
-    """Whether TPE, drawing through ``hpsearch.sampling.sample_params``, sees trials
-    finished after its first draw.
-
-    Optuna's samplers read the study's trials through a per-thread cache that
-    ``Study.ask``/``tell`` reset; the driver creates and finishes trials in the
-    storage directly, so unless hpsearch resets it, the cache filled at the first
-    draw (no trials) stays, and TPE never leaves its random start-up phase.
-    """
-    import optuna
-    from optuna.trial import TrialState, create_trial
-
-    from hpsearch import space
-    from hpsearch.config import FloatRange
-    from hpsearch.sampling import sample_params
-
-    seen: list[int] = []
-
-    class Probe(optuna.samplers.TPESampler):
-        def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
-            states = (TrialState.COMPLETE, TrialState.PRUNED)
-            seen.append(len(study._get_trials(deepcopy=False, states=states, use_cache=True)))
-            return super().sample_independent(study, trial, param_name, param_distribution)
-
-    box = {"x": FloatRange(low=0.0, high=1.0)}
-    sampler = Probe(seed=0)
-    study = optuna.create_study(sampler=sampler)
-    for _ in range(3):
-        params = sample_params(sampler, study, box)
-        study.add_trial(
-            create_trial(params=params, distributions=space.distributions(box), value=params["x"])
-        )
-    return seen[-1] == 2
-
-
-def fresh_tpe(seed: int) -> Any:
-    """``TPESampler(seed=seed)`` that rereads the study's trials before each draw."""
-    import optuna
-
-    class FreshTPESampler(optuna.samplers.TPESampler):
-        def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
-            study._thread_local.cached_all_trials = None  # what Study.ask does
-            return super().sample_independent(study, trial, param_name, param_distribution)
-
-    return FreshTPESampler(seed=seed)
-
-
 class Executors:
     """RayExecutors for one study seed's data: one shared by consecutive studies
     without a pruner (worker start-up takes seconds on a busy machine), a fresh
@@ -362,8 +313,6 @@ def run_study(
     sizes: Sizes,
     directory: str,
     executors: Executors,
-    *,
-    refresh_tpe: bool = False,
 ) -> dict[str, Any]:
     """One study through the real driver; its trials, rounds and final evaluation."""
     from hpsearch import results
@@ -382,8 +331,6 @@ def run_study(
         seed=config.seed,
     )
     sampler = make_sampler(config.sampler, config.seed)
-    if refresh_tpe and config.sampler == "tpe" and strategy.key != "shipped":
-        sampler = fresh_tpe(config.seed)  # the shipped study runs exactly as the CLI runs it
     url = f"sqlite:///{directory}/{name}.db"
     store, _ = StudyStore.open(
         url, config.name, direction=config.direction, sampler=sampler, create=True
@@ -421,7 +368,6 @@ def run_study(
         "best_params": dict(best.params) if best else None,
         "best_value": float(best.value) if best else None,
         "test_accuracy": [a for a in final.get("test_accuracy", []) if a is not None],
-        "tpe_refreshed": refresh_tpe and config.sampler == "tpe" and strategy.key != "shipped",
         "params": [
             {k: (bool(v) if k == "batchnorm" else float(v)) for k, v in row.items()}
             for row in trials[list(config.space)].to_dict("records")
@@ -681,11 +627,6 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="saved runs to reuse where strategy, sizes and seed match (repeatable)",
     )
-    parser.add_argument(
-        "--tpe-as-shipped",
-        action="store_true",
-        help="never refresh TPE's view of the trials (see tpe_sees_new_trials)",
-    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite")
     args = parser.parse_args(argv)
 
@@ -712,21 +653,13 @@ def main(argv: list[str] | None = None) -> int:
         started = not ray.is_initialized()
         if started:
             ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-        refresh_tpe = not args.tpe_as_shipped and not tpe_sees_new_trials()
         runs = []
         reusable: dict[tuple[Strategy, int], dict[str, Any]] = {}
         for path in args.reuse:
             old_strategies, old_sizes, old_runs = load_saved(path)
             if old_sizes == sizes:
                 keys = {s.key: s for s in old_strategies}
-                reusable.update(
-                    {
-                        (keys[r["strategy"]], r["seed"]): r
-                        for r in old_runs
-                        if r.get("tpe_refreshed", False)
-                        == (refresh_tpe and "tpe" in r["strategy"] and r["strategy"] != "shipped")
-                    }
-                )
+                reusable.update({(keys[r["strategy"]], r["seed"]): r for r in old_runs})
         t0 = time.perf_counter()
         try:
             with tempfile.TemporaryDirectory(prefix="search_quality-") as directory:
@@ -736,9 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                         for s in strategies:
                             run = reusable.get((s, seed))
                             if run is None:
-                                run = run_study(
-                                    s, seed, sizes, directory, executors, refresh_tpe=refresh_tpe
-                                )
+                                run = run_study(s, seed, sizes, directory, executors)
                                 progress(run, time.perf_counter() - t0)
                             runs.append(run)
                             if args.save:
@@ -760,16 +691,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for s in strategies:
         print(f"  {s.label}: {s.describe()}")
-    tpe_runs = [r for r in runs if "tpe" in r["strategy"]]
-    if any(r.get("tpe_refreshed") for r in tpe_runs):
-        print(
-            "  note: as shipped, hpsearch.sampling's TPE never sees a trial that finished after "
-            "its first draw (the driver bypasses Study.ask, which resets Optuna's per-thread "
-            "trial cache), so it stays in its random start-up phase; here TPE rereads the "
-            "trials before each draw (--tpe-as-shipped measures it as shipped)"
-        )
-    elif tpe_runs and not args.replot and not tpe_sees_new_trials():
-        print("  note: TPE as shipped: it never sees new trials, i.e. it is random search")
     print()
     stats, lines = summarize(strategies, runs)
     print("\n".join(lines))

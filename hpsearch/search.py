@@ -38,7 +38,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import records, space
+from hpsearch import ranking, records, space
 from hpsearch.config import ParamSpec, StudyConfig
 from hpsearch.records import STALE_PREFIX, RoundRecord
 from hpsearch.sampling import sample_params
@@ -370,7 +370,9 @@ class NarrowingSearch:
             pass
 
     def _params_of(self, numbers: list[int]) -> list[dict[str, Any]]:
-        by_number = {t.number: t for t in self.store.trials(states=(TrialState.COMPLETE,))}
+        """The parameters of trials ``numbers`` (COMPLETE or PRUNED), in that order."""
+        states = (TrialState.COMPLETE, TrialState.PRUNED)
+        by_number = {t.number: t for t in self.store.trials(states=states)}
         return [dict(by_number[n].params) for n in numbers if n in by_number]
 
     def _record_wait(self) -> float:
@@ -486,15 +488,18 @@ class NarrowingSearch:
     def _close(self, current: RoundRecord) -> tuple[RoundRecord, RoundRecord | None, str]:
         """End the round; the next round's record, or None with the reason to stop."""
         index = current.index
-        complete = [t for t in self._round_trials(index) if t.state == TrialState.COMPLETE]
-        ranked = self._better_first(complete)
+        trials = self._round_trials(index)
+        complete = self._better_first([t for t in trials if t.state == TrialState.COMPLETE])
         values = [t.value for t in complete]
+        # COMPLETE trials first, then the PRUNED ones that trained longest (see
+        # hpsearch.ranking): with a pruner, few trials may complete.
+        ranked = ranking.rank(trials, maximize=self._maximize)
         ended = RoundRecord(
             index=index,
             box=current.box,
             n_trials=current.n_trials,
             top_trials=[t.number for t in ranked[: self.config.narrowing.top_k]],
-            best=ranked[0].value if ranked else None,
+            best=complete[0].value if complete else None,
             median=statistics.median(values) if values else None,
             started_at=current.started_at,
             ended_at=_now(),
@@ -505,7 +510,7 @@ class NarrowingSearch:
         if index + 1 >= total_rounds:
             reason = f"all {total_rounds} rounds done"
         elif not ended.top_trials:
-            reason = f"round {index + 1} completed no trial; stopped"
+            reason = f"round {index + 1} has no COMPLETE or PRUNED trial to rank; stopped"
         else:
             box = space.box_from_record(ended.box)
             next_box, moved = space.narrow(
