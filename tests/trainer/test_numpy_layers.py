@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -15,6 +16,8 @@ from trainer.numpy_backend.layers import (
     Sigmoid,
     SoftmaxWithLoss,
     Tanh,
+    dropout_threshold,
+    dropout_words,
     softmax_cross_entropy,
 )
 
@@ -240,3 +243,17 @@ def test_float32_stays_float32(make: Callable[[], object]) -> None:
             assert getattr(layer, name).dtype == np.float32
     probs, loss = softmax_cross_entropy(x, np.array([0, 1, 2, 3, 0]))
     assert probs.dtype == np.float32 and loss.dtype == np.float32
+
+
+def test_dropout_keeps_units_whose_16_bit_words_reach_the_threshold() -> None:
+    # The documented stream (packed training draws the same): 16-bit words of
+    # the generator's raw 64-bit output, a unit kept when word >= ceil(p * 2**16).
+    p = 0.3
+    layer = Dropout(p, np.random.default_rng(5))
+    out = layer.forward(np.ones((7, 9), dtype=np.float32), True)
+    raw = np.random.default_rng(5).bit_generator.random_raw(16)  # ceil(63 / 4)
+    words = raw.astype("<u8").view("<u2")[:63].reshape(7, 9)
+    assert dropout_threshold(p) == math.ceil(p * 2**16)
+    np.testing.assert_array_equal(out != 0, words >= math.ceil(p * 2**16))
+    np.testing.assert_array_equal(dropout_words(np.random.default_rng(5), (7, 9)), words)
+    assert dropout_threshold(0.999999) == 2**16 - 1  # some units are still kept

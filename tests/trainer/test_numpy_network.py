@@ -12,6 +12,7 @@ from trainer.config import TrainConfig
 from trainer.datasets import Dataset
 from trainer.init import initial_affine_params, layer_sizes
 from trainer.numpy_backend import MultiLayerNet, NumpyModel, make_optimizer
+from trainer.numpy_backend.layers import BatchNorm
 from trainer.seeding import RunSeeds, run_seeds
 from trainer.train import train
 
@@ -286,3 +287,31 @@ def test_trains_through_the_training_loop(changes: dict) -> None:
     first, last = history.records[0], history.records[-1]
     assert last.train_loss < first.train_loss
     assert last.val_accuracy > 0.9
+
+
+@pytest.mark.parametrize("m", [1, 8])
+def test_network_running_statistics_match_standalone_batchnorm_layers(m: int) -> None:
+    # The network updates every layer's running statistics in one call on
+    # flat arrays; the values must be those each BatchNorm computes alone.
+    net = make_net(dropout_ratio=0.0)
+    alone = [
+        BatchNorm(bn.gamma.copy(), bn.beta.copy(), running_mean=bn.running_mean.copy())
+        for bn in net.batchnorm_layers
+    ]
+    x, _ = batch(m)
+    for _ in range(3):
+        net.predict(x, train=True)
+        h = x
+        for layer in net.layers:
+            if isinstance(layer, BatchNorm):
+                h = alone[net.batchnorm_layers.index(layer)].forward(h, True)
+            else:
+                h = layer.forward(h, False)
+    for bn, single in zip(net.batchnorm_layers, alone, strict=True):
+        np.testing.assert_array_equal(bn.running_mean, single.running_mean)
+        np.testing.assert_array_equal(bn.running_var, single.running_var)
+    if m == 1:  # a one-sample batch leaves the running statistics unchanged
+        np.testing.assert_array_equal(net.running_mean, 0.0)
+        np.testing.assert_array_equal(net.running_var, 1.0)
+    else:
+        assert not np.array_equal(net.running_var, 1.0)

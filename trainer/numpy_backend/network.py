@@ -28,6 +28,7 @@ from trainer.numpy_backend.layers import (
     Sigmoid,
     SoftmaxWithLoss,
     Tanh,
+    update_running_stats,
 )
 
 __all__ = ["ACTIVATION_LAYERS", "MultiLayerNet"]
@@ -55,6 +56,11 @@ class MultiLayerNet:
         dtype: float32 for training, float64 for gradient checks.
         dropout_rng: The Generator of the dropout masks (needed when
             ``dropout_ratio > 0``).
+
+    Attributes:
+        running_mean, running_var: Every batch-norm layer's running
+            statistics side by side (each layer's are views into them);
+            empty without batch norm.
     """
 
     def __init__(
@@ -127,6 +133,15 @@ class MultiLayerNet:
             for i in range(n_affine - 1):
                 self.params[f"gamma{i + 1}"][...] = 1
 
+        # Batch norm's running statistics and each step's batch statistics, all
+        # layers side by side, so one call updates every layer's running values.
+        n_norm = sum(sizes[1:-1]) if self.batchnorm else 0
+        self.running_mean = np.zeros(n_norm, dtype=self.dtype)
+        self.running_var = np.ones(n_norm, dtype=self.dtype)
+        self._batch_mean = np.zeros(n_norm, dtype=self.dtype)
+        self._batch_var = np.zeros(n_norm, dtype=self.dtype)
+        norm_offsets = np.cumsum([0, *sizes[1:-1]])
+
         self.layers: list[Layer] = []
         self.dropout_layers: list[Dropout] = []
         self.batchnorm_layers: list[BatchNorm] = []
@@ -143,11 +158,15 @@ class MultiLayerNet:
             if i == n_affine:
                 break
             if self.batchnorm:
+                lo, hi = norm_offsets[i - 1], norm_offsets[i]
                 bn = BatchNorm(
                     self.params[f"gamma{i}"],
                     self.params[f"beta{i}"],
                     dgamma=self.grads[f"gamma{i}"],
                     dbeta=self.grads[f"beta{i}"],
+                    running_mean=self.running_mean[lo:hi],
+                    running_var=self.running_var[lo:hi],
+                    batch_stats=(self._batch_mean[lo:hi], self._batch_var[lo:hi]),
                 )
                 self.layers.append(bn)
                 self.batchnorm_layers.append(bn)
@@ -165,8 +184,13 @@ class MultiLayerNet:
         ``train=True`` uses batch statistics and draws dropout masks (and
         caches for :meth:`backward`); ``train=False`` is inference mode.
         """
+        m = x.shape[0]
         for layer in self.layers:
             x = layer.forward(x, train)
+        if train and self.batchnorm_layers:
+            update_running_stats(
+                self.running_mean, self.running_var, self._batch_mean, self._batch_var, m
+            )
         return x
 
     def decay_loss(self) -> float:

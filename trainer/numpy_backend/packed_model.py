@@ -31,10 +31,10 @@ results are the same numbers:
   models, never rows); products with a dimension of one (matrix-vector
   paths) run per model;
 * dropout masks from the model's own ``seeds.dropout`` Generator, one
-  ``bit_generator.random_raw((n + 1) // 2)`` call per dropout layer and step,
-  compared with the same threshold as
-  :class:`~trainer.numpy_backend.layers.Dropout` (a model with ratio 0 draws
-  nothing; its mask is all ones);
+  :func:`~trainer.numpy_backend.layers.dropout_words` draw (16-bit words from
+  one ``bit_generator.random_raw`` call) per dropout layer and step, compared
+  with the same threshold as :class:`~trainer.numpy_backend.layers.Dropout`
+  (a model with ratio 0 draws nothing; its mask is all ones);
 * the ReLU gradient mask ``out > 0`` is read from the layer's output after
   dropout: where dropout kept a unit that output is ``relu * scale``, positive
   exactly when ``relu`` is, and where it dropped one the gradient is already
@@ -66,6 +66,7 @@ import numpy as np
 
 from trainer.config import TrainConfig
 from trainer.init import initial_affine_params, layer_sizes
+from trainer.numpy_backend.layers import dropout_threshold, dropout_words
 from trainer.numpy_backend.model import EVAL_CHUNK
 from trainer.seeding import RunSeeds
 
@@ -308,10 +309,8 @@ class PackedNumpyModel:
             n: np.ascontiguousarray(np.broadcast_to(scale[:, None], (len(scale), n)))
             for n in self.sizes[1:-1]
         }
-        self.drop_threshold = [
-            np.uint32(min(math.ceil(p * 2**32), 2**32 - 1)) for p in self.dropout_ratios
-        ]
-        self.drop_threshold_column = np.array(self.drop_threshold, np.uint32).reshape(-1, 1)
+        self.drop_threshold = [dropout_threshold(p) for p in self.dropout_ratios]
+        self.drop_threshold_column = np.array(self.drop_threshold, np.uint16).reshape(-1, 1)
         self.all_dropout = all(p > 0.0 for p in self.dropout_ratios)
         self._buffers: dict[int, _Buffers] = {}
 
@@ -442,18 +441,19 @@ class PackedNumpyModel:
 
     def _dropout(self, x: np.ndarray, keep: np.ndarray, mask: np.ndarray) -> None:
         """Inverted dropout in place: one raw draw per model with p > 0."""
-        per_model = keep[0].size
-        n_raw = (per_model + 1) // 2
+        shape = keep.shape[1:]
         rngs = self.dropout_rngs
         if self.all_dropout:
-            raw = np.concatenate([rng.bit_generator.random_raw(n_raw) for rng in rngs])
-            raw = raw.view(np.uint32).reshape(len(rngs), -1)[:, :per_model]
-            np.greater_equal(raw, self.drop_threshold_column, out=keep.reshape(len(rngs), -1))
+            words = np.stack([dropout_words(rng, shape) for rng in rngs])
+            np.greater_equal(
+                words.reshape(len(rngs), -1),
+                self.drop_threshold_column,
+                out=keep.reshape(len(rngs), -1),
+            )
         else:
             for m, rng in enumerate(rngs):
                 if rng is not None:
-                    raw = rng.bit_generator.random_raw(n_raw).view(np.uint32)[:per_model]
-                    np.greater_equal(raw, self.drop_threshold[m], out=keep[m].reshape(-1))
+                    np.greater_equal(dropout_words(rng, shape), self.drop_threshold[m], out=keep[m])
         np.copyto(mask, keep.transpose(1, 0, 2))  # 0 or 1
         mask *= self.drop_scale[x.shape[2]]  # 0 or 1 / (1 - p)
         x *= mask
