@@ -28,9 +28,17 @@ One thread, as trial workers run: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and
 MKL_NUM_THREADS are set to 1 at the top of this file, before NumPy (or torch)
 is imported.
 
+(c) Through hpsearch's driver (``--driver``, on by default outside smoke
+    mode): the same search of the digits network (+BN, dropout U(0, 0.5), lr
+    and weight decay log-uniform, batch 50, 5 epochs) run by
+    ``hpsearch.runner.run_study`` with 2 Ray workers, unpacked and packed up to
+    8 and 16 per call: trials per second of the search itself (from the round's
+    start, workers already up; sampling, dispatch and recording included) and
+    of the whole run (start-up included), and packed / unpacked.
+
 Usage::
 
-    python benchmarks/packing.py                   # the real run (a minute or two)
+    python benchmarks/packing.py                   # the real run (a few minutes)
     python benchmarks/packing.py --backend torch   # the torch backend on its CPU device
     python benchmarks/packing.py --smoke           # tiny sizes, seconds; for tests
 
@@ -168,6 +176,133 @@ def measure(configs: list[TrainConfig], data: Dataset, repeats: int) -> tuple[fl
     return alone_rate, packed_rate, cpu_ratio
 
 
+DRIVER_STUDY = """
+[study]
+name = "{name}"
+seed = 0
+sampler = "random"
+
+[data]
+dataset = "{dataset}"
+{train_samples}
+val_fraction = 0.2
+
+[model]
+hidden_sizes = {hidden}
+epochs = {epochs}
+batch_size = {batch}
+batchnorm = true
+
+[search.lr]
+low = 1e-3
+high = 0.3
+log = true
+
+[search.weight_decay]
+low = 1e-8
+high = 1e-4
+log = true
+
+[search.dropout_ratio]
+low = 0.0
+high = 0.5
+
+[narrowing]
+rounds = 1
+trials_per_round = {trials}
+top_k = 5
+
+[resources]
+workers = 2
+pack_size = {pack}
+"""
+
+
+def driver_run(study: str, trials: int, pack: int, directory: str, tag: str) -> tuple[float, float]:
+    """One search through hpsearch's driver; (search seconds, whole-run seconds)."""
+    import optuna
+
+    from hpsearch.config import parse_study
+    from hpsearch.runner import run_study
+    from hpsearch.search import SearchObserver
+
+    class Clock(SearchObserver):
+        def round_started(self, record: object, total_rounds: int) -> None:
+            self.start = time.perf_counter()
+
+    config = parse_study(study.format(name=tag, trials=trials, pack=pack))
+    url = f"sqlite:///{directory}/{tag}.db"
+    clock = Clock()
+    whole = time.perf_counter()
+    run_study(config, url, observer=clock, wait_for_workers=True, final_eval=False)
+    end = time.perf_counter()
+    done = optuna.load_study(study_name=tag, storage=url).get_trials()
+    finished = [t for t in done if t.state.is_finished()]
+    if len(finished) != trials:
+        raise RuntimeError(f"{tag}: expected {trials} finished trials, found {len(finished)}")
+    return end - clock.start, end - whole
+
+
+def through_driver(*, smoke: bool, repeats: int) -> None:
+    """Part (c): packed vs unpacked through hpsearch's driver on 2 Ray workers."""
+    import logging
+    import tempfile
+
+    import optuna
+    import ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if smoke:
+        trials, packs = 8, (1, 2)
+        study = DRIVER_STUDY.replace("{dataset}", "synthetic").replace("{train_samples}", "")
+        fields = {"hidden": "[8, 8]", "epochs": 1, "batch": 20}
+    else:
+        trials, packs = 400, (1, 8, 16)
+        study = DRIVER_STUDY.replace("{dataset}", "digits").replace("{train_samples}", "")
+        fields = {"hidden": "[50, 50]", "epochs": 5, "batch": 50}
+    study = study.replace("{hidden}", fields["hidden"])
+    study = study.replace("{epochs}", str(fields["epochs"])).replace(
+        "{batch}", str(fields["batch"])
+    )
+    print()
+    print(
+        f"(c) through hpsearch's driver: {trials} trials of {fields['hidden']} +BN +dropout, "
+        f"batch {fields['batch']}, {fields['epochs']} epochs, 2 Ray workers, SQLite; "
+        f"median of {repeats} interleaved runs"
+    )
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
+        )
+    runs: dict[int, list[tuple[float, float]]] = {p: [] for p in packs}
+    try:
+        with tempfile.TemporaryDirectory(prefix="packing-driver-") as directory:
+            for repeat in range(repeats):
+                order = packs if repeat % 2 == 0 else tuple(reversed(packs))
+                for pack in order:
+                    runs[pack].append(
+                        driver_run(study, trials, pack, directory, f"p{pack}r{repeat}")
+                    )
+    finally:
+        if started:
+            ray.shutdown()
+    base_search = statistics.median(trials / s for s, _ in runs[packs[0]])
+    base_whole = statistics.median(trials / w for _, w in runs[packs[0]])
+    print(
+        f"{'pack':>5} {'search trials/s':>16} {'vs unpacked':>12} "
+        f"{'whole-run trials/s':>19} {'vs unpacked':>12}"
+    )
+    for pack in packs:
+        search_rate = statistics.median(trials / s for s, _ in runs[pack])
+        whole_rate = statistics.median(trials / w for _, w in runs[pack])
+        print(
+            f"{pack:>5} {search_rate:>16.1f} {search_rate / base_search:>12.2f} "
+            f"{whole_rate:>19.1f} {whole_rate / base_whole:>12.2f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; runs in seconds")
@@ -176,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--backend", choices=("numpy", "torch"), default="numpy", help="default numpy"
+    )
+    parser.add_argument(
+        "--driver",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run part (c) through hpsearch's driver on Ray (default: on, numpy only)",
     )
     args = parser.parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (1 if args.smoke else 5)
@@ -204,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{k:>4} {alone_rate:>15.1f} {packed_rate:>16.1f} "
                 f"{packed_rate / alone_rate:>13.2f} {cpu_ratio:>11.2f} {pays:>10}"
             )
+    driver = args.driver if args.driver is not None else args.backend == "numpy"
+    if driver:
+        through_driver(smoke=args.smoke, repeats=repeats)
     return 0
 
 

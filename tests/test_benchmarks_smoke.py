@@ -65,8 +65,12 @@ def test_packing_smoke() -> None:
         "time)",
         "pack_pays",
     ]
-    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    table = out.split("(c) through hpsearch's driver")
+    rows = [line.split() for line in table[0].splitlines() if line.strip()[:1].isdigit()]
     assert [row[0] for row in rows] == ["1", "2"]
+    assert len(table) == 2, "part (c), packing through the driver, did not run"
+    driver_rows = [line.split() for line in table[1].splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in driver_rows] == ["1", "2"]
 
 
 # -- short_trials.py ------------------------------------------------------------------
