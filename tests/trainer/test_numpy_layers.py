@@ -110,6 +110,28 @@ def test_dropout_gradient_with_fixed_mask() -> None:
     np.testing.assert_array_equal(layer.mask, layer.fixed_mask / 0.6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_mask_folded_into_dropout_gives_the_same_numbers(dtype: type) -> None:
+    """ReLU then dropout with the ReLU's gradient mask carried by dropout's:
+    the same output and input gradient, bit for bit, as the two layers apart."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 30)).astype(dtype)
+    dout = rng.standard_normal((50, 30)).astype(dtype)
+    results = []
+    for fold in (False, True):
+        relu = Relu(grad_mask_downstream=fold)
+        dropout = Dropout(0.3, np.random.default_rng(4), relu_mask=fold)
+        out = dropout.forward(relu.forward(x, True), True)
+        dx = relu.backward(dropout.backward(dout.copy()))
+        results.append((out, dx))
+    (out, dx), (out_fold, dx_fold) = results
+    assert out_fold.dtype == dx_fold.dtype == dtype
+    np.testing.assert_array_equal(out_fold, out)
+    np.testing.assert_array_equal(dx_fold, dx)
+    np.testing.assert_array_equal(np.signbit(dx_fold), np.signbit(dx))
+    assert np.count_nonzero(dx) < dx.size  # both masks zeroed something
+
+
 def test_softmax_with_loss_gradient() -> None:
     rng = np.random.default_rng(0)
     x, t = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)

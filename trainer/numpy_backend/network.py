@@ -170,9 +170,14 @@ class MultiLayerNet:
                 )
                 self.layers.append(bn)
                 self.batchnorm_layers.append(bn)
-            self.layers.append(ACTIVATION_LAYERS[activation]())
+            # ReLU then dropout: the dropout mask carries the ReLU's gradient mask.
+            fold = activation == "relu" and self.dropout_ratio > 0
+            if fold:
+                self.layers.append(Relu(grad_mask_downstream=True))
+            else:
+                self.layers.append(ACTIVATION_LAYERS[activation]())
             if self.dropout_ratio > 0:
-                dropout = Dropout(self.dropout_ratio, dropout_rng)
+                dropout = Dropout(self.dropout_ratio, dropout_rng, relu_mask=fold)
                 self.layers.append(dropout)
                 self.dropout_layers.append(dropout)
         self.last_layer = SoftmaxWithLoss()
