@@ -490,6 +490,7 @@ def _instrument(profile: Profile) -> None:
     profile.patch(RayExecutor, "close", "startup_close")
     profile.patch(RayExecutor, "submit", "dispatch_submit")
     profile.patch(RayExecutor, "submit_pack", "dispatch_submit")
+    profile.patch(RayExecutor, "submit_chain", "dispatch_submit")
     profile.patch(RayExecutor, "wait", "dispatch_wait")
 
 

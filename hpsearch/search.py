@@ -54,6 +54,12 @@ RECORD_DELAY = 0.25
 """Seconds a finished trial may wait to be recorded together with others."""
 RECORD_BATCH = 64
 """Finished trials recorded at once at most (one transaction)."""
+SHORT_TRIAL = 0.25
+"""Median training seconds under which unpacked trials are chained."""
+CHAIN_AFTER = 8
+"""Finished trials the driver sees before deciding whether to chain."""
+CHAIN_SIZE = 4
+"""Unpacked short trials sent to a worker in one call (run one after another)."""
 
 
 class Executor(Protocol):
@@ -172,6 +178,8 @@ class NarrowingSearch:
         self._first_box = first_box
         self._enqueue = list(enqueue or [])
         self._unrecorded: list[TrialOutcome] = []
+        self._train_seconds: list[float] = []
+        self._chain_decided = False
         self._unrecorded_since = 0.0
         store.metric = config.metric
 
@@ -258,17 +266,24 @@ class NarrowingSearch:
         return tasks
 
     def _dispatch(self, tasks: list[TrialTask]) -> None:
-        """Submit tasks, packing compatible ones when the executor packs."""
+        """Submit tasks, packing compatible ones when the executor packs, and
+        chaining short unpacked ones (see :meth:`_learn_trial_length`)."""
         pack_size = getattr(self.executor, "pack_size", 1)
+        # Spread the batch over the workers: never a call larger than a fair share.
+        workers = max(1, getattr(self.executor, "workers", 1))
+        fair = -(-len(tasks) // workers)
         if pack_size <= 1 or len(tasks) < 2:
-            for task in tasks:
-                self.executor.submit(task)
+            chain = min(getattr(self.executor, "chain_size", 1), fair)
+            if chain <= 1:
+                for task in tasks:
+                    self.executor.submit(task)
+                return
+            for start in range(0, len(tasks), chain):
+                self.executor.submit_chain(tasks[start : start + chain])
             return
         from trainer.packed import group_packable
 
-        # Spread the batch over the workers: never a pack larger than a fair share.
-        workers = max(1, getattr(self.executor, "workers", 1))
-        cap = max(1, min(pack_size, -(-len(tasks) // workers)))
+        cap = max(1, min(pack_size, fair))
         for group in group_packable([t.config for t in tasks], max_pack_size=cap):
             self.executor.submit_pack([tasks[i] for i in group])
 
@@ -375,6 +390,21 @@ class NarrowingSearch:
         by_number = {t.number: t for t in self.store.trials(states=states)}
         return [dict(by_number[n].params) for n in numbers if n in by_number]
 
+    def _learn_trial_length(self, outcomes: list[TrialOutcome]) -> None:
+        """Chain short trials: once :data:`CHAIN_AFTER` trials have run unpacked
+        and their median training time is under :data:`SHORT_TRIAL` seconds,
+        the executor gets up to :data:`CHAIN_SIZE` trials per call."""
+        if getattr(self.executor, "pack_size", 1) > 1 or self._chain_decided:
+            return
+        if not hasattr(self.executor, "chain_size"):
+            self._chain_decided = True
+            return
+        self._train_seconds.extend(o.train_seconds for o in outcomes if o.state == "COMPLETE")
+        if len(self._train_seconds) >= CHAIN_AFTER:
+            self._chain_decided = True
+            if statistics.median(self._train_seconds) < SHORT_TRIAL:
+                self.executor.chain_size = CHAIN_SIZE
+
     def _record_wait(self) -> float:
         """How long the loop may block for results before the buffer is due."""
         if not self._unrecorded:
@@ -451,6 +481,7 @@ class NarrowingSearch:
             if executor.in_flight:
                 outcomes = executor.wait(timeout=self._record_wait())
                 if outcomes:
+                    self._learn_trial_length(outcomes)
                     self._unrecorded.extend(outcomes)
                     self._unrecorded_since = self._unrecorded_since or time.monotonic()
                     self._trials_run += len(outcomes)

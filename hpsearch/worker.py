@@ -298,8 +298,9 @@ class TrialWorker:
     def _should_stop(self, number: int, epoch: int, value: float) -> bool:
         return bool(self._ray.get(self._oracle.report.remote(number, epoch, value)))
 
-    def run(self, tasks: list[TrialTask]) -> list[TrialOutcome]:
-        """Run one trial, or a pack of compatible tuning trials as one computation."""
+    def run(self, tasks: list[TrialTask], stacked: bool = True) -> list[TrialOutcome]:
+        """Run one trial, a pack of compatible tuning trials as one stacked
+        computation, or (``stacked`` false) a chain of trials one after another."""
         if tasks[0].config.backend == "torch":
             self._prepare_torch()
         gpu_ids = self._ray.get_gpu_ids()
@@ -311,8 +312,8 @@ class TrialWorker:
         ]
         prune = self._oracle is not None and not tasks[0].final
         stop = self._should_stop if prune else None
-        if len(tasks) == 1:
-            outcomes = [run_trial(tasks[0], self._data, node=self._node, should_stop=stop)]
+        if len(tasks) == 1 or not stacked:
+            outcomes = [run_trial(t, self._data, node=self._node, should_stop=stop) for t in tasks]
         else:
             outcomes = run_pack(tasks, self._data, node=self._node, should_stop=stop)
         if prune:  # in order after this worker's reports (same caller, same actor)

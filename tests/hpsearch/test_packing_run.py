@@ -50,3 +50,43 @@ def test_auto_packing_packs_small_networks_only():
     assert effective_pack_size(big, 784, 10) == 1
     off = parse_study(small.source_text + "[resources]\npack_size = 1\n")
     assert effective_pack_size(off, 64, 10) == 1
+
+
+def test_short_unpacked_trials_are_chained_and_record_what_they_would_alone(
+    tmp_path, ray_local, monkeypatch
+):
+    """Once the driver sees trials are short, it sends several per actor call
+    (run one after another); every trial still records exactly what it would
+    with one call per trial."""
+    from hpsearch import search
+    from hpsearch.cluster import RayExecutor
+    from hpsearch.config import load_study
+    from hpsearch.runner import run_study
+
+    calls: list[tuple[int, bool]] = []
+    call = RayExecutor._call
+
+    def spy(self, tasks, *, stacked):
+        calls.append((len(tasks), stacked))
+        return call(self, tasks, stacked=stacked)
+
+    monkeypatch.setattr(RayExecutor, "_call", spy)
+    url = f"sqlite:///{tmp_path / 'chain.db'}"
+    runs = {}
+    for name, short in (("chained", search.SHORT_TRIAL), ("one_per_call", 0.0)):
+        monkeypatch.setattr(search, "SHORT_TRIAL", short)
+        path = _with_pack_size(small_study(tmp_path / f"{name}.toml", name, rounds=2, trials=12), 1)
+        calls.clear()
+        run_study(load_study(path), url, final_eval=False)
+        runs[name] = list(calls)
+    assert all(n == 1 for n, _ in runs["one_per_call"])
+    chains = [n for n, stacked in runs["chained"] if n > 1]
+    assert chains and not any(stacked for n, stacked in runs["chained"] if n > 1)
+    assert max(chains) <= search.CHAIN_SIZE
+    assert sum(n for n, _ in runs["chained"]) == 24
+    a = results.trials(url, "chained").set_index("number")
+    b = results.trials(url, "one_per_call").set_index("number")
+    assert len(a) == len(b) == 24
+    for column in ("lr", "weight_decay", "dropout_ratio", "seed", "round", "state"):
+        assert (a[column] == b[column]).all(), column
+    assert a["value"].to_numpy() == pytest.approx(b["value"].to_numpy(), rel=1e-6)
