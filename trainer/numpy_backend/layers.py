@@ -45,6 +45,20 @@ __all__ = [
 ]
 
 
+def _ones_for(ones: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """``ones`` if it is a vector of ones of x's batch size and dtype, else a new one.
+
+    Sums over the batch are taken as ``np.dot(ones, x)`` (a BLAS
+    matrix-vector product, about 3x faster than ``np.add.reduce(x, axis=0)``
+    on (100, 100) float32, but not always rounded the same). Every batch sum
+    of a network is taken this way, and the packed model takes the same
+    product per model, so both round alike.
+    """
+    if ones is None or ones.shape[0] != x.shape[0] or ones.dtype != x.dtype:
+        ones = np.ones(x.shape[0], x.dtype)
+    return ones
+
+
 def _not_trained(layer: object) -> RuntimeError:
     return RuntimeError(
         f"{type(layer).__name__}.backward: call forward(x, train=True) before backward"
@@ -81,6 +95,8 @@ class Affine:
         self.input_grad = input_grad
         # Cache: the input of the last training-mode forward.
         self.x: np.ndarray | None = None
+        # Scratch: ones of the last batch size, for the bias gradient.
+        self._ones: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         out = np.matmul(x, self.W)
@@ -93,7 +109,8 @@ class Affine:
         if x is None:
             raise _not_trained(self)
         np.matmul(x.T, dout, out=self.dW)
-        np.add.reduce(dout, axis=0, out=self.db)
+        ones = self._ones = _ones_for(self._ones, dout)
+        np.dot(ones, dout, out=self.db)
         if not self.input_grad:
             return None
         # OpenBLAS multiplies by a contiguous copy of W.T faster than by the
@@ -164,6 +181,8 @@ class BatchNorm:
         # Scratch: 1 / m and eps as arrays, for the last batch size and dtype.
         self._const_key: tuple[int, np.dtype] | None = None
         self._const: tuple[np.ndarray, np.ndarray] = (gamma, gamma)
+        # Scratch: ones of the last batch size, for the sums over the batch.
+        self._ones: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         if not train:
@@ -180,10 +199,11 @@ class BatchNorm:
         m = x.shape[0]
         inv_m, eps = self._constants(m, x.dtype)
         stats = self.batch_stats
+        ones = self._ones = _ones_for(self._ones, x)
         if stats is None:
-            mean = np.add.reduce(x, axis=0)
+            mean = np.dot(ones, x)
         else:
-            mean = np.add.reduce(x, axis=0, out=stats[0])
+            mean = np.dot(ones, x, out=stats[0])
         np.multiply(mean, inv_m, out=mean)
         xc = np.subtract(x, mean)
         if stats is None:
@@ -234,7 +254,8 @@ class BatchNorm:
         m = dout.shape[0]
         inv_m, _ = self._constants(m, dout.dtype)
         dbeta, dgamma = self.dbeta, self.dgamma
-        np.add.reduce(dout, axis=0, out=dbeta)
+        ones = self._ones = _ones_for(self._ones, dout)
+        np.dot(ones, dout, out=dbeta)
         np.multiply(_einsum("ij,ij->j", dout, xc), inv_std, out=dgamma)
         a_m = np.multiply(a, inv_m)
         coef = np.multiply(a_m, inv_std)

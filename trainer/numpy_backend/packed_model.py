@@ -20,10 +20,11 @@ results are the same numbers:
 * the same element-wise operations in the same order with the same scalars
   (a Python float and a column of that float cast to the dtype round alike);
   in-place variants only where they give the same values;
-* the same sums: over the batch sequentially (``add.reduce`` over the batch
-  axis of the stack adds in the same order as over axis 0 of one model's
-  array), ``einsum`` sums of products likewise; a width of one (where NumPy
-  sums a single column pairwise) runs per model on contiguous copies;
+* the same sums: over the batch as a matrix-vector product with ones, per
+  model (BLAS adds a strided view in the same order as a contiguous array),
+  ``einsum`` sums of products over the batch axis of the stack (the same
+  order as over axis 0 of one model's array); a width of one (where NumPy
+  and BLAS take other paths) runs per model on contiguous copies;
 * each model's matrix products with the shapes the single model uses - its
   batch, and in evaluation all rows of a split in chunks of
   :data:`~trainer.numpy_backend.model.EVAL_CHUNK` - because BLAS may round a
@@ -92,12 +93,21 @@ EVAL_BYTES = 1 << 19
 # copies, exactly as the single model does.
 
 
-def _sum_rows(x: np.ndarray) -> np.ndarray:
-    """``np.add.reduce(x[:, k], axis=0)`` per model: (batch, K, n) -> (K, n)."""
-    if x.shape[2] > 1:
-        return np.add.reduce(x, axis=0)
-    columns = [np.add.reduce(np.ascontiguousarray(x[:, k]), axis=0) for k in range(x.shape[1])]
-    return np.stack(columns)
+def _sum_rows(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.dot(ones, x[:, k])`` per model: (batch, K, n) -> (K, n).
+
+    The single model's sums over the batch (a BLAS matrix-vector product with
+    a vector of ones); on a strided (batch, n) view BLAS adds in the same
+    order as on the contiguous array, except for a width of one.
+    """
+    k, n = x.shape[1], x.shape[2]
+    if out is None:
+        out = np.empty((k, n), x.dtype)
+    ones = np.ones(x.shape[0], x.dtype)
+    for model in range(k):
+        xk = x[:, model] if n > 1 else np.ascontiguousarray(x[:, model])
+        np.dot(ones, xk, out=out[model])
+    return out
 
 
 def _dot_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -507,7 +517,7 @@ class PackedNumpyModel:
         for i in range(self.n_affine, 0, -1):
             inputs = x if i == 1 else buf.h[i - 2]
             _matmul_tn(inputs, dout, grads[f"W{i}"])
-            grads[f"b{i}"][...] = _sum_rows(dout)
+            _sum_rows(dout, grads[f"b{i}"])
             if i == 1:
                 break
             j = i - 2  # the hidden layer below
