@@ -53,8 +53,11 @@ class NumpyModel:
             dtype=self.dtype,
             dropout_rng=np.random.default_rng(seeds.dropout),
         )
-        self.optimizer = make_optimizer(config.optimizer, lr=config.lr, momentum=config.momentum)
-        # The optimizer updates all parameters at once through the flat arrays.
+        # The optimizer updates all parameters at once through the flat arrays;
+        # the gradients are scratch, rewritten by every backward pass.
+        self.optimizer = make_optimizer(
+            config.optimizer, lr=config.lr, momentum=config.momentum, overwrite_grads=True
+        )
         self._flat_params = {"params": self.network.flat_params}
         self._flat_grads = {"params": self.network.flat_grads}
 

@@ -76,9 +76,25 @@ def _state(store: dict[str, np.ndarray], key: str, like: np.ndarray) -> np.ndarr
 
 
 class SGD(Optimizer):
-    """``W -= lr * g``."""
+    """``W -= lr * g``.
+
+    Args:
+        lr: The learning rate.
+        overwrite_grads: Compute the step in the gradient arrays themselves,
+            ``g *= -lr; W += g`` (the same values, one array fewer to write);
+            for callers that do not read the gradients after the update.
+    """
+
+    def __init__(self, *, lr: float, overwrite_grads: bool = False) -> None:
+        super().__init__(lr=lr)
+        self.overwrite_grads = bool(overwrite_grads)
 
     def _update_one(self, key: str, p: np.ndarray, g: np.ndarray) -> None:
+        if self.overwrite_grads:
+            # -(lr * g) rounds like lr * g, and W + (-s) is exactly W - s.
+            g *= -self.lr
+            p += g
+            return
         step = np.multiply(g, self.lr, out=self._tmp(key, p))
         p -= step
 
@@ -196,10 +212,16 @@ class Adam(Optimizer):
         p -= tmp
 
 
-def make_optimizer(name: str, *, lr: float, momentum: float = 0.9) -> Optimizer:
-    """The optimizer called ``name`` (one of :data:`trainer.config.OPTIMIZERS`)."""
+def make_optimizer(
+    name: str, *, lr: float, momentum: float = 0.9, overwrite_grads: bool = False
+) -> Optimizer:
+    """The optimizer called ``name`` (one of :data:`trainer.config.OPTIMIZERS`).
+
+    ``overwrite_grads`` lets an optimizer use the gradient arrays as scratch
+    (only :class:`SGD` does); pass it when nothing reads them after the update.
+    """
     if name == "sgd":
-        return SGD(lr=lr)
+        return SGD(lr=lr, overwrite_grads=overwrite_grads)
     if name == "momentum":
         return Momentum(lr=lr, momentum=momentum)
     if name == "nesterov":

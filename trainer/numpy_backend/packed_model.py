@@ -307,6 +307,7 @@ class PackedNumpyModel:
             return np.array(values, dtype=dtype).reshape(-1, 1)
 
         self.lr = column(self.lr_values)
+        self.neg_lr = -self.lr
         self.momentum = column(self.momentums)
         self.wd = column(self.weight_decays)
         self.decay_rows = [m for m, wd in enumerate(self.weight_decays) if wd != 0.0]
@@ -568,8 +569,9 @@ class PackedNumpyModel:
         tmp = self._scratch
         name = self.optimizer
         if name == "sgd":
-            np.multiply(g, self.lr, out=tmp)
-            p -= tmp
+            # As NumpyModel's SGD: g *= -lr; W += g (the gradients are scratch).
+            g *= self.neg_lr
+            p += g
         elif name == "momentum":
             (v,) = self.state
             v *= self.momentum
