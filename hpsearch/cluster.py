@@ -212,6 +212,7 @@ class RayExecutor:
         direction: str = "maximize",
         study_name: str = "study",
         max_epochs: int = 1,
+        prune_after: int | None = None,
         max_retries: int = 2,
         pack_size: int = 1,
     ) -> None:
@@ -240,7 +241,7 @@ class RayExecutor:
             self.oracle = (
                 ray.remote(PruningOracle)
                 .options(num_cpus=0)
-                .remote(pruner, direction, study_name, max_epochs)
+                .remote(pruner, direction, study_name, max_epochs, prune_after)
             )
         self._actor_cls = actor_cls
         self._threads = threads

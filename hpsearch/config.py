@@ -119,7 +119,7 @@ INT_OPTIONS: tuple[str, ...] = tuple(
 )
 
 SECTIONS = ("study", "data", "model", "search", "narrowing", "resources", "final_eval")
-STUDY_KEYS = ("name", "metric", "direction", "seed", "sampler", "pruner")
+STUDY_KEYS = ("name", "metric", "direction", "seed", "sampler", "pruner", "prune_after")
 DATA_KEYS = ("dataset", "train_samples", "val_fraction")
 NARROWING_KEYS = ("rounds", "trials_per_round", "top_k", "margin")
 RESOURCES_KEYS = ("workers", "cpus_per_trial", "gpus_per_trial", "pack_size")
@@ -342,6 +342,9 @@ class StudyConfig:
             trial's seed derives from it and the trial number.
         sampler: ``random``, ``tpe`` or ``qmc``.
         pruner: ``none``, ``median``, ``asha`` or ``hyperband``.
+        prune_after: Epochs every trial trains before the pruner may stop it
+            (ASHA's and Hyperband's first rung, the median pruner's warm-up);
+            ``None``: a quarter of the epochs (:func:`hpsearch.pruning.grace_epochs`).
         data: The dataset and its split.
         model: Fixed trainer options (read-only; normalized by TrainConfig,
             lists as tuples); never contains ``seed``.
@@ -363,6 +366,7 @@ class StudyConfig:
     seed: int = 0
     sampler: str = "random"
     pruner: str = "none"
+    prune_after: int | None = None
     data: DataConfig
     model: Mapping[str, Any] = field(default_factory=FrozenMap)
     space: Mapping[str, ParamSpec] = field(default_factory=FrozenMap)
@@ -503,6 +507,7 @@ class StudyConfig:
             "seed": self.seed,
             "sampler": self.sampler,
             "pruner": self.pruner,
+            "prune_after": self.prune_after,
             "data": dataclasses.asdict(self.data),
             "model": {k: list(v) if isinstance(v, tuple) else v for k, v in self.model.items()},
             "space": {k: spec.to_dict() for k, spec in self.space.items()},
@@ -633,11 +638,14 @@ def _build(data: dict[str, Any], text: str) -> StudyConfig:
     _check_int("study.seed", seed, low=0, high=MAX_SEED)
     sampler = _get_choice(study, "study", "sampler", SAMPLERS, default="random")
     pruner = _get_choice(study, "study", "pruner", PRUNERS, default="none")
+    prune_after = _get(study, "prune_after", default=None)
 
     data_cfg = _build_data(_section(data, "data", required=True))
     model_raw = _section(data, "model")
     space = _build_space(data.get("search", {}), model_raw)
     model = _check_trainer_meaning(model_raw, space)
+    if prune_after is not None:
+        _check_prune_after(prune_after, pruner, model)
     limits = _build_limits(data.get("search", {}), space)
     narrowing = _build_narrowing(_section(data, "narrowing"))
     resources = _build_resources(_section(data, "resources"))
@@ -662,6 +670,7 @@ def _build(data: dict[str, Any], text: str) -> StudyConfig:
         seed=seed,
         sampler=sampler,
         pruner=pruner,
+        prune_after=prune_after,
         data=data_cfg,
         model=model,
         space=FrozenMap(space),
@@ -672,6 +681,21 @@ def _build(data: dict[str, Any], text: str) -> StudyConfig:
         source_text=text,
         overrides=FrozenMap(),
     )
+
+
+def _check_prune_after(value: Any, pruner: str, model: Mapping[str, Any]) -> None:
+    _check_int("study.prune_after", value, low=1)
+    if pruner == "none":
+        raise ConfigError(
+            f"study.prune_after: got {_show(value)} but study.pruner is 'none'; set a pruner "
+            "(median, asha, hyperband) or leave prune_after out"
+        )
+    epochs = model.get("epochs")  # a searched epochs count is not checked here
+    if epochs is not None and value >= epochs:
+        raise ConfigError(
+            f"study.prune_after: got {_show(value)}; must be below model.epochs ({epochs}), "
+            "or no trial could ever be pruned"
+        )
 
 
 def _missing_name() -> str:

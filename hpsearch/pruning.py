@@ -51,9 +51,13 @@ def grace_epochs(max_epochs: int) -> int:
     return max(1, max_epochs // GRACE_FRACTION)
 
 
-def make_pruner(name: str, *, max_epochs: int) -> BasePruner:
-    """The Optuna pruner called ``name`` in the study file (reduction factor 3)."""
-    grace = grace_epochs(max_epochs)
+def make_pruner(name: str, *, max_epochs: int, grace: int | None = None) -> BasePruner:
+    """The Optuna pruner called ``name`` in the study file (reduction factor 3).
+
+    ``grace``: epochs before any trial may be pruned (the study's
+    ``prune_after``); default :func:`grace_epochs`.
+    """
+    grace = grace if grace is not None else grace_epochs(max_epochs)
     if name == "none":
         return NopPruner()
     if name == "median":
@@ -73,14 +77,22 @@ class PruningOracle:
         direction: ``maximize`` or ``minimize`` (the study's).
         study_name: Used by hyperband to assign brackets deterministically.
         max_epochs: Epochs of a full trial (hyperband's max resource).
+        grace: Epochs before any trial may be pruned (default: :func:`grace_epochs`).
     """
 
-    def __init__(self, pruner_name: str, direction: str, study_name: str, max_epochs: int) -> None:
+    def __init__(
+        self,
+        pruner_name: str,
+        direction: str,
+        study_name: str,
+        max_epochs: int,
+        grace: int | None = None,
+    ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._study = optuna.create_study(
             study_name=study_name,
             direction=direction,
-            pruner=make_pruner(pruner_name, max_epochs=max_epochs),
+            pruner=make_pruner(pruner_name, max_epochs=max_epochs, grace=grace),
             sampler=optuna.samplers.RandomSampler(seed=0),
         )
         self._ids: dict[int, int] = {}

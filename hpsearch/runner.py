@@ -66,6 +66,7 @@ def run_study(
         cpus_per_trial=config.resources.cpus_per_trial,
         gpus_per_trial=config.resources.gpus_per_trial,
         pruner=config.pruner,
+        prune_after=config.prune_after,
         direction=config.direction,
         study_name=config.name,
         max_epochs=int(config.model.get("epochs", 1)),

@@ -186,7 +186,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(
             f"hpsearch: study {config.name!r}: {config.narrowing.rounds} rounds x "
             f"{config.narrowing.trials_per_round} trials, sampler {config.sampler}, "
-            f"pruner {config.pruner}, metric {config.metric} ({config.direction})",
+            f"pruner {_pruner_text(config)}, metric {config.metric} ({config.direction})",
             file=err,
         )
 
@@ -211,6 +211,7 @@ def run_command(args: argparse.Namespace) -> int:
             cpus_per_trial=config.resources.cpus_per_trial,
             gpus_per_trial=config.resources.gpus_per_trial,
             pruner=config.pruner,
+            prune_after=config.prune_after,
             direction=config.direction,
             study_name=config.name,
             max_epochs=int(config.model.get("epochs", 1)),
@@ -365,3 +366,13 @@ def _fmt_param(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _pruner_text(config: Any) -> str:
+    """``asha (judges from epoch 12)``: the pruner and its first rung."""
+    if config.pruner == "none":
+        return "none"
+    from hpsearch.pruning import grace_epochs
+
+    grace = config.prune_after or grace_epochs(int(config.model.get("epochs", 1)))  # as the run
+    return f"{config.pruner} (judges from epoch {grace})"

@@ -325,6 +325,20 @@ CASES = [
         edit('pruner = "none"', 'pruner = "sha"'),
     ),
     Case(
+        "prune-after-without-pruner",
+        run_case(),
+        2,
+        ("study.prune_after", "3", "study.pruner is 'none'"),
+        edit('pruner = "none"', 'pruner = "none"\nprune_after = 3'),
+    ),
+    Case(
+        "prune-after-past-the-epochs",
+        run_case(),
+        2,
+        ("study.prune_after", "1", "below model.epochs (1)"),
+        edit('pruner = "none"', 'pruner = "asha"\nprune_after = 1'),
+    ),
+    Case(
         "unsafe-study-name",
         run_case(),
         2,

@@ -29,3 +29,58 @@ def test_no_trial_is_pruned_before_a_quarter_of_its_epochs(pruner: str) -> None:
 
 def test_grace_is_at_least_one_epoch() -> None:
     assert grace_epochs(1) == 1 and grace_epochs(3) == 1 and grace_epochs(8) == 2
+
+
+STUDY = """
+[study]
+name = "p"
+pruner = "{pruner}"
+{prune_after}
+[data]
+dataset = "digits"
+[model]
+epochs = 20
+[search.lr]
+low = 0.01
+high = 0.1
+log = true
+"""
+
+
+@pytest.mark.parametrize("pruner", ["asha", "hyperband", "median"])
+def test_prune_after_sets_when_the_pruner_may_first_stop_a_trial(pruner: str) -> None:
+    from hpsearch.config import parse_study
+
+    config = parse_study(STUDY.format(pruner=pruner, prune_after="prune_after = 3"))
+    assert config.prune_after == 3
+    oracle = PruningOracle(pruner, "maximize", f"after-{pruner}", 20, config.prune_after)
+    for number in range(10):
+        for epoch in range(1, 21):
+            oracle.report(number, epoch, 0.5 + 0.02 * epoch)
+        oracle.finish(number, "COMPLETE", 0.9)
+    stopped_at = {}
+    for number in range(10, 20):
+        for epoch in range(1, 21):
+            if oracle.report(number, epoch, 0.1):
+                stopped_at[number] = epoch
+                break
+    assert min(stopped_at.values()) == 3  # not the default quarter (5)
+
+
+@pytest.mark.parametrize(
+    ("pruner", "line", "words"),
+    [
+        ("asha", "prune_after = 0", ["study.prune_after", "got 0", ">= 1"]),
+        ("asha", "prune_after = 2.5", ["study.prune_after", "2.5"]),
+        ("asha", "prune_after = 20", ["study.prune_after", "below model.epochs (20)"]),
+        ("none", "prune_after = 3", ["study.prune_after", "study.pruner is 'none'"]),
+    ],
+)
+def test_bad_prune_after_is_one_error_naming_the_field(pruner, line, words) -> None:
+    from hpsearch.config import parse_study
+    from hpsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse_study(STUDY.format(pruner=pruner, prune_after=line))
+    for word in words:
+        assert word in str(info.value)
