@@ -137,8 +137,21 @@ def test_asha_prunes_across_nodes_with_partial_curves(cluster, tmp_path):
 def test_losing_a_worker_node_mid_study_keeps_counts_exact(cluster, tmp_path):
     c, nodes = cluster
 
-    def kill_a_node(_executor):
-        time.sleep(2.0)
+    def kill_a_node(executor):
+        # Once workers are training (a few trials back, calls queued on every
+        # worker), not after a fixed delay: a fast run could be over by then.
+        finished = []
+        wait = executor.wait
+
+        def counting_wait(timeout=None):
+            outcomes = wait(timeout)
+            finished.extend(outcomes)
+            return outcomes
+
+        executor.wait = counting_wait
+        deadline = time.monotonic() + 120
+        while len(finished) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         c.remove_node(nodes[-1], allow_graceful=False)
 
     url, _ = _run(tmp_path, "lost", epochs=6, rounds=2, trials=12, during=kill_a_node)
