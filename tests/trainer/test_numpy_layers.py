@@ -132,6 +132,12 @@ def test_relu_mask_folded_into_dropout_gives_the_same_numbers(dtype: type) -> No
     assert np.count_nonzero(dx) < dx.size  # both masks zeroed something
 
 
+def test_relu_mask_needs_a_dropout_ratio() -> None:
+    # A folded ReLU passes its training input through; dropout must apply it.
+    with pytest.raises(ValueError, match="relu_mask"):
+        Dropout(0.0, relu_mask=True)
+
+
 def test_softmax_with_loss_gradient() -> None:
     rng = np.random.default_rng(0)
     x, t = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
