@@ -32,7 +32,7 @@ is imported.
     mode): the same search of the digits network (+BN, dropout U(0, 0.5), lr
     and weight decay log-uniform, batch 50, 5 epochs) run by
     ``hpsearch.runner.run_study`` with 2 Ray workers, unpacked and packed up to
-    8 and 16 per call: trials per second of the search itself (from the round's
+    8, 16 and 32 per call: trials per second of the search itself (from the round's
     start, workers already up; sampling, dispatch and recording included) and
     of the whole run (start-up included), and packed / unpacked.
 
@@ -258,7 +258,7 @@ def through_driver(*, smoke: bool, repeats: int) -> None:
         study = DRIVER_STUDY.replace("{dataset}", "synthetic").replace("{train_samples}", "")
         fields = {"hidden": "[8, 8]", "epochs": 1, "batch": 20}
     else:
-        trials, packs = 400, (1, 8, 16)
+        trials, packs = 400, (1, 8, 16, 32)
         study = DRIVER_STUDY.replace("{dataset}", "digits").replace("{train_samples}", "")
         fields = {"hidden": "[50, 50]", "epochs": 5, "batch": 50}
     study = study.replace("{hidden}", fields["hidden"])

@@ -27,8 +27,9 @@ AUTO_PACK_SIZE = 16
 """Pack size when the study says ``pack_size = 0`` and packing pays.
 
 Measured with ``benchmarks/packing.py`` part (c) (digits 64-50-50-10, +BN,
-dropout, 2 workers, 400 trials): search throughput 1.61x unpacked at 8, 2.15x
-at 16; inside one worker 32 gains little more than 16 (2.35x vs 2.39x)."""
+dropout, 2 workers, 400 trials, quiet machine, median of 5): search throughput
+1.56x unpacked at 8, 1.74x at 16, 1.81x at 32; 32 would put twice as many
+trials in flight (sampled before any of them reports) for 4 % more."""
 
 
 def effective_pack_size(config: StudyConfig, n_features: int, n_classes: int) -> int:
