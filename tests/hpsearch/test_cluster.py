@@ -138,8 +138,9 @@ def test_losing_a_worker_node_mid_study_keeps_counts_exact(cluster, tmp_path):
     c, nodes = cluster
 
     def kill_a_node(executor):
-        # Once workers are training (a few trials back, calls queued on every
-        # worker), not after a fixed delay: a fast run could be over by then.
+        # Once workers are training (the first trials back, calls queued on
+        # every worker), not after a fixed delay: a fast run could be over by
+        # then. Trials of 150 epochs (~0.5 s) outlast the node's removal.
         finished = []
         wait = executor.wait
 
@@ -150,11 +151,11 @@ def test_losing_a_worker_node_mid_study_keeps_counts_exact(cluster, tmp_path):
 
         executor.wait = counting_wait
         deadline = time.monotonic() + 120
-        while len(finished) < 3 and time.monotonic() < deadline:
+        while not finished and time.monotonic() < deadline:
             time.sleep(0.01)
         c.remove_node(nodes[-1], allow_graceful=False)
 
-    url, _ = _run(tmp_path, "lost", epochs=6, rounds=2, trials=12, during=kill_a_node)
+    url, _ = _run(tmp_path, "lost", epochs=150, rounds=2, trials=12, during=kill_a_node)
     df = results.trials(url, "lost")
     for r in (0, 1):
         in_round = df[df["round"] == r]
