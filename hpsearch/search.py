@@ -179,7 +179,10 @@ class NarrowingSearch:
         self._enqueue = list(enqueue or [])
         self._unrecorded: list[TrialOutcome] = []
         self._train_seconds: list[float] = []
-        self._chain_decided = False
+        # Chaining is for unpacked trials on an executor that can chain.
+        self._chain_decided = getattr(executor, "pack_size", 1) > 1 or not hasattr(
+            executor, "chain_size"
+        )
         self._unrecorded_since = 0.0
         store.metric = config.metric
 
@@ -384,20 +387,11 @@ class NarrowingSearch:
         except Exception:  # pragma: no cover
             pass
 
-    def _params_of(self, numbers: list[int]) -> list[dict[str, Any]]:
-        """The parameters of trials ``numbers`` (COMPLETE or PRUNED), in that order."""
-        states = (TrialState.COMPLETE, TrialState.PRUNED)
-        by_number = {t.number: t for t in self.store.trials(states=states)}
-        return [dict(by_number[n].params) for n in numbers if n in by_number]
-
     def _learn_trial_length(self, outcomes: list[TrialOutcome]) -> None:
         """Chain short trials: once :data:`CHAIN_AFTER` trials have run unpacked
         and their median training time is under :data:`SHORT_TRIAL` seconds,
         the executor gets up to :data:`CHAIN_SIZE` trials per call."""
-        if getattr(self.executor, "pack_size", 1) > 1 or self._chain_decided:
-            return
-        if not hasattr(self.executor, "chain_size"):
-            self._chain_decided = True
+        if self._chain_decided:
             return
         self._train_seconds.extend(o.train_seconds for o in outcomes if o.state == "COMPLETE")
         if len(self._train_seconds) >= CHAIN_AFTER:
@@ -524,12 +518,12 @@ class NarrowingSearch:
         values = [t.value for t in complete]
         # COMPLETE trials first, then the PRUNED ones that trained longest (see
         # hpsearch.ranking): with a pruner, few trials may complete.
-        ranked = ranking.rank(trials, maximize=self._maximize)
+        top = ranking.rank(trials, maximize=self._maximize)[: self.config.narrowing.top_k]
         ended = RoundRecord(
             index=index,
             box=current.box,
             n_trials=current.n_trials,
-            top_trials=[t.number for t in ranked[: self.config.narrowing.top_k]],
+            top_trials=[t.number for t in top],
             best=complete[0].value if complete else None,
             median=statistics.median(values) if values else None,
             started_at=current.started_at,
@@ -546,7 +540,7 @@ class NarrowingSearch:
             box = space.box_from_record(ended.box)
             next_box, moved = space.narrow(
                 box,
-                self._params_of(ended.top_trials),
+                [dict(t.params) for t in top],
                 self.config.narrowing.margin,
                 self.config.limits,
             )

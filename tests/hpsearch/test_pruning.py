@@ -7,22 +7,32 @@ import pytest
 from hpsearch.pruning import PruningOracle, grace_epochs
 
 
+def _strong_then_weak(oracle: PruningOracle, epochs: int, slope: float) -> tuple[bool, dict]:
+    """Ten strong trials (rising by ``slope`` per epoch) finish, then ten at
+    chance report; whether any strong trial was told to stop, and the epoch
+    each weak trial was stopped at."""
+    strong_stopped = False
+    for number in range(10):
+        for epoch in range(1, epochs + 1):
+            strong_stopped |= oracle.report(number, epoch, 0.5 + slope * epoch)
+        oracle.finish(number, "COMPLETE", 0.9)
+    stopped_at = {}
+    for number in range(10, 20):
+        for epoch in range(1, epochs + 1):
+            if oracle.report(number, epoch, 0.1):
+                stopped_at[number] = epoch
+                break
+    return strong_stopped, stopped_at
+
+
 @pytest.mark.parametrize("pruner", ["asha", "hyperband", "median"])
 def test_no_trial_is_pruned_before_a_quarter_of_its_epochs(pruner: str) -> None:
     oracle = PruningOracle(pruner, "maximize", f"grace-{pruner}", max_epochs=50)
     assert grace_epochs(50) == 12
     # Ten strong trials, then ten at chance: the weak ones are not stopped while
     # every curve is still young (slow starters often end best), only from epoch 12.
-    for number in range(10):
-        for epoch in range(1, 51):
-            assert not oracle.report(number, epoch, 0.5 + 0.008 * epoch)
-        oracle.finish(number, "COMPLETE", 0.9)
-    stopped_at = {}
-    for number in range(10, 20):
-        for epoch in range(1, 51):
-            if oracle.report(number, epoch, 0.1):
-                stopped_at[number] = epoch
-                break
+    strong_stopped, stopped_at = _strong_then_weak(oracle, 50, 0.008)
+    assert not strong_stopped
     assert stopped_at, "trials at chance among strong ones are pruned"
     assert min(stopped_at.values()) >= grace_epochs(50)
 
@@ -54,16 +64,7 @@ def test_prune_after_sets_when_the_pruner_may_first_stop_a_trial(pruner: str) ->
     config = parse_study(STUDY.format(pruner=pruner, prune_after="prune_after = 3"))
     assert config.prune_after == 3
     oracle = PruningOracle(pruner, "maximize", f"after-{pruner}", 20, config.prune_after)
-    for number in range(10):
-        for epoch in range(1, 21):
-            oracle.report(number, epoch, 0.5 + 0.02 * epoch)
-        oracle.finish(number, "COMPLETE", 0.9)
-    stopped_at = {}
-    for number in range(10, 20):
-        for epoch in range(1, 21):
-            if oracle.report(number, epoch, 0.1):
-                stopped_at[number] = epoch
-                break
+    _, stopped_at = _strong_then_weak(oracle, 20, 0.02)
     assert min(stopped_at.values()) == 3  # not the default quarter (5)
 
 
