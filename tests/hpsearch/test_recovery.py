@@ -17,7 +17,11 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def _unpacked(path):
     """One trial per worker call, so trials are RUNNING one at a time (not in packs
-    that all finish at once) and a signal lands mid-trial."""
+    that all finish at once) and a signal lands mid-trial.
+
+    The callers' trials take ~0.4 s (300 epochs of 64x64): finished trials reach
+    the database up to 0.25 s late (batched recording), so with trials of a few
+    milliseconds a whole round could end between a poll and the signal."""
     path.write_text(path.read_text().replace("[resources]\n", "[resources]\npack_size = 1\n"))
     return path
 
@@ -66,7 +70,7 @@ def _assert_exact(url: str, name: str, rounds: int, trials: int) -> None:
 def test_sigkill_mid_round_then_resume(tmp_path, ray_local):
     address = ray_local.get_runtime_context().gcs_address
     study = _unpacked(
-        small_study(tmp_path / "k.toml", "killed", epochs=40, rounds=2, trials=12, hidden=(64, 64))
+        small_study(tmp_path / "k.toml", "killed", epochs=300, rounds=2, trials=12, hidden=(64, 64))
     )
     url = f"sqlite:///{tmp_path / 'k.db'}"
     driver = hpsearch_process("run", str(study), "--storage", url, "--address", address, "--quiet")
@@ -108,7 +112,9 @@ def test_sigkill_mid_round_then_resume(tmp_path, ray_local):
 def test_sigint_stops_cleanly_and_resume_finishes(tmp_path, ray_local):
     address = ray_local.get_runtime_context().gcs_address
     study = _unpacked(
-        small_study(tmp_path / "i.toml", "interrupted", epochs=20, rounds=2, trials=12)
+        small_study(
+            tmp_path / "i.toml", "interrupted", epochs=300, rounds=2, trials=12, hidden=(64, 64)
+        )
     )
     url = f"sqlite:///{tmp_path / 'i.db'}"
     driver = hpsearch_process("run", str(study), "--storage", url, "--address", address, "--quiet")
