@@ -71,9 +71,9 @@ def test_two_drivers_share_one_study_exactly(pg_url, tmp_path, ray_local):
         rounds=3,
         trials=16,
         workers=1,
-        epochs=40,
+        epochs=200,
         hidden=(64, 64),
-    )  # long enough (seconds) that both drivers are up before the study ends
+    )  # trials of ~0.3 s: both drivers are up long before the study ends
     # Unpacked, so each driver claims a few trials at a time (a driver packing 8
     # trials per worker would claim a whole 16-trial round in one batch).
     study.write_text(study.read_text().replace("[resources]\n", "[resources]\npack_size = 1\n"))
