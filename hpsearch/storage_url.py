@@ -223,7 +223,8 @@ def _connection_error(spec: StorageURL, cause: BaseException) -> StorageError | 
 def open_storage(
     url: str, *, create: bool, timeout: float = DEFAULT_TIMEOUT, **rdb_kwargs: Any
 ) -> RDBStorage:
-    """Open the results database at ``url`` as an Optuna ``RDBStorage``.
+    """Open the results database at ``url`` as an Optuna ``RDBStorage`` (a
+    :class:`~hpsearch.lean_reads.LeanRDBStorage`: trial reads as plain SQL).
 
     Args:
         url: A URL in one of the :data:`ALLOWED_FORMS`.
@@ -256,12 +257,12 @@ def open_storage(
         sqlalchemy_url = spec.sqlalchemy_url
     engine_kwargs["connect_args"] = connect_args
 
-    from optuna.storages import RDBStorage
+    from hpsearch.lean_reads import LeanRDBStorage
 
     # RDBStorage formats the URL with str.format (for {SCHEMA_VERSION}): escape braces.
     escaped = sqlalchemy_url.replace("{", "{{").replace("}", "}}")
     try:
-        return RDBStorage(
+        return LeanRDBStorage(
             escaped,
             engine_kwargs=engine_kwargs,
             skip_table_creation=not create,
