@@ -114,35 +114,41 @@ def _read(session: Any, condition: Any) -> list[FrozenTrial]:
         return []
     ids = {row.trial_id for row in trial_rows}
 
+    # Each SELECT below re-applies the condition; under READ COMMITTED
+    # (PostgreSQL) a trial created since the first one may show up: skip it.
     params: dict[int, list[tuple[int, str, float, str]]] = {i: [] for i in ids}
     for trial_id, param_id, name, value, dist_json in _rows_of(
         session, _PARAMS, condition, "param_id", "param_name", "param_value", "distribution_json"
     ):
-        params[trial_id].append((param_id, name, value, dist_json))
+        if trial_id in ids:
+            params[trial_id].append((param_id, name, value, dist_json))
 
     values: dict[int, dict[int, float]] = {}
+    to_float = models.TrialValueModel.stored_repr_to_value
     for trial_id, objective, value, kind in _rows_of(
         session, _VALUES, condition, "objective", "value", "value_type"
     ):
-        values.setdefault(trial_id, {})[objective] = models.TrialValueModel.stored_repr_to_value(
-            value, kind
-        )
+        if trial_id in ids:
+            values.setdefault(trial_id, {})[objective] = to_float(value, kind)
 
     user_attrs: dict[int, dict[str, Any]] = {i: {} for i in ids}
     for trial_id, key, value_json in _rows_of(session, _USER_ATTRS, condition, "key", "value_json"):
-        user_attrs[trial_id][key] = json.loads(value_json)
+        if trial_id in ids:
+            user_attrs[trial_id][key] = json.loads(value_json)
     system_attrs: dict[int, dict[str, Any]] = {i: {} for i in ids}
     for trial_id, key, value_json in _rows_of(
         session, _SYSTEM_ATTRS, condition, "key", "value_json"
     ):
-        system_attrs[trial_id][key] = json.loads(value_json)
+        if trial_id in ids:
+            system_attrs[trial_id][key] = json.loads(value_json)
 
     intermediate: dict[int, dict[int, float]] = {i: {} for i in ids}
     to_value = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
     for trial_id, step, value, kind in _rows_of(
         session, _INTERMEDIATE, condition, "step", "intermediate_value", "intermediate_value_type"
     ):
-        intermediate[trial_id][step] = to_value(value, kind)
+        if trial_id in ids:
+            intermediate[trial_id][step] = to_value(value, kind)
 
     parsed: dict[str, distributions.BaseDistribution] = {}  # one parse per distinct JSON
     trials = []

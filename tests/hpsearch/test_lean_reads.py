@@ -150,3 +150,42 @@ def test_the_service_opens_the_lean_storage(tmp_path):
         assert isinstance(storage, LeanRDBStorage)
     finally:
         storage.engine.dispose()
+
+
+def test_a_trial_created_during_a_read_is_left_for_the_next_read(tmp_path, monkeypatch):
+    """Each table is read by its own SELECT: a trial another driver creates in
+    between (visible under READ COMMITTED) must not break the read."""
+    import hpsearch.lean_reads as lean
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    _fill(url)
+    ours, other = LeanRDBStorage(url), RDBStorage(url)
+    try:
+        sid = ours.get_all_studies()[0]._study_id
+        expected = ours._get_trials(sid, None, set(), -1)
+        original = lean._rows_of
+        calls = []
+
+        def rows_after_a_new_trial(*args, **kwargs):
+            if not calls:  # between the trials SELECT and the first table's
+                study = optuna.load_study(study_name="one", storage=other)
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        params={"lr": 0.5},
+                        distributions={"lr": FloatDistribution(1e-6, 1.0, log=True)},
+                        value=0.25,
+                        user_attrs={"round": 9},
+                    )
+                )
+            calls.append(args[1])
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(lean, "_rows_of", rows_after_a_new_trial)
+        got = ours._get_trials(sid, None, set(), -1)
+        assert calls, "the read went through the per-table SELECTs"
+        assert got == expected or repr(got) == repr(expected)  # NaN-safe
+        monkeypatch.undo()
+        assert len(ours._get_trials(sid, None, set(), -1)) == len(expected) + 1
+    finally:
+        ours.engine.dispose()
+        other.engine.dispose()
