@@ -1,10 +1,13 @@
-"""The Ray execution layer: long-lived trial workers fed from a bounded queue.
+"""The Ray execution layer: trial calls on Ray's worker processes, from a bounded queue.
 
-Each worker is a Ray actor holding the dataset, fetched once from the object
-store (one copy per node, read zero-copy by every worker there). The driver
-submits :class:`~hpsearch.worker.TrialTask` objects and collects
-:class:`~hpsearch.worker.TrialOutcome` objects; per-trial dispatch costs one
-actor call (about a millisecond), not a process start.
+Each call is a Ray task (:func:`hpsearch.worker.run_call`) that trains one
+trial, a pack or a chain of :class:`~hpsearch.worker.TrialTask` objects and
+returns their :class:`~hpsearch.worker.TrialOutcome` objects. Ray runs tasks in
+worker processes it has already started and reuses them from call to call, so
+a study starts training at once (an actor per worker took 0.5-0.85 s to start
+and answer here) and a call costs about a millisecond, not a process start.
+The dataset is put in the object store once: one copy per node, read
+zero-copy by every call there.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from hpsearch.config import StudyConfig
 from hpsearch.errors import ClusterError
-from hpsearch.worker import TrialOutcome, TrialTask, TrialWorker
+from hpsearch.worker import TrialOutcome, TrialTask, run_call, warm_up
 from trainer.datasets import Dataset
 
 logger = logging.getLogger(__name__)
@@ -199,7 +202,12 @@ def ray_session(
 
 
 class RayExecutor:
-    """Runs trials on a pool of Ray actors, keeping every worker's queue full."""
+    """Runs trials as Ray tasks, keeping ``queue_depth`` calls queued per worker.
+
+    ``workers`` trials (or packs, or chains) run at once. When the cluster has
+    room for more than that, only ``workers`` calls are in flight, so no more
+    run at once than asked for.
+    """
 
     def __init__(
         self,
@@ -222,19 +230,26 @@ class RayExecutor:
         resources = ray.cluster_resources()
         cpus = float(resources.get("CPU", 1.0))
         gpus = float(resources.get("GPU", 0.0))
+        slots = max(1, int(cpus // cpus_per_trial)) if cpus_per_trial > 0 else None
+        if gpus_per_trial > 0:
+            by_gpu = max(1, int(gpus // gpus_per_trial))
+            slots = by_gpu if slots is None else min(slots, by_gpu)
         if workers is None:
-            workers = max(1, int(cpus // cpus_per_trial))
+            workers = slots or 1
         self._ray = ray
         self.workers = workers
-        self.queue_depth = queue_depth
+        # More room in the cluster than workers asked for: no queue beyond the
+        # running calls, or Ray would run the queued ones at once too.
+        self.queue_depth = queue_depth if slots is None or workers >= slots else 1
         self.max_retries = max_retries
         self.pack_size = max(1, pack_size)
         self.chain_size = 1  # unpacked trials per call, run one after another (see chain)
-        threads = max(1, int(cpus_per_trial))
+        self._threads = max(1, int(cpus_per_trial))
         self._data_ref = ray.put(data)
-        actor_cls = ray.remote(TrialWorker).options(
-            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_concurrency=1
-        )
+        # Ray retries nothing itself: a call that lost its worker is re-run
+        # here, counted in TrialTask.attempt and recorded.
+        self._resources = {"num_cpus": cpus_per_trial, "num_gpus": gpus_per_trial}
+        self._task = ray.remote(run_call).options(max_retries=0, **self._resources)
         self.oracle = None
         if pruner != "none":
             from hpsearch.pruning import PruningOracle
@@ -244,14 +259,7 @@ class RayExecutor:
                 .options(num_cpus=0)
                 .remote(pruner, direction, study_name, max_epochs, prune_after)
             )
-        self._actor_cls = actor_cls
-        self._threads = threads
-        self._actors = [
-            actor_cls.remote(self._data_ref, threads, self.oracle) for _ in range(workers)
-        ]
-        self._cpus_per_trial = cpus_per_trial
-        self._load: dict[Any, int] = {actor: 0 for actor in self._actors}
-        self._inflight: dict[Any, tuple[Any, TrialTask]] = {}
+        self._inflight: dict[Any, tuple[list[TrialTask], bool]] = {}
         self.info = ClusterInfo(
             address=ray.get_runtime_context().gcs_address,
             nodes=len([n for n in ray.nodes() if n.get("Alive")]),
@@ -266,8 +274,13 @@ class RayExecutor:
             self._ray.get(self.oracle.preload.remote(trials))
 
     def ready(self) -> None:
-        """Block until every worker has started and holds the dataset."""
-        self._ray.get([actor.node.remote() for actor in self._actors])
+        """Block until ``workers`` worker processes have imported the trainer
+        (and the pruning oracle, if any, answers)."""
+        warm = self._ray.remote(warm_up).options(max_retries=0, **self._resources)
+        refs = [warm.remote(self._threads) for _ in range(self.workers)]
+        if self.oracle is not None:
+            refs.append(self.oracle.ping.remote())
+        self._ray.get(refs)
 
     @property
     def _per_call(self) -> int:
@@ -286,67 +299,47 @@ class RayExecutor:
     @property
     def in_flight(self) -> int:
         """Trials (not packs) submitted and not yet collected."""
-        return sum(len(tasks) for _, tasks, _ in self._inflight.values())
+        return sum(len(tasks) for tasks, _ in self._inflight.values())
 
     def submit(self, task: TrialTask) -> None:
         self.submit_pack([task])
 
     def submit_pack(self, tasks: list[TrialTask]) -> None:
-        """Send compatible trials to one worker, trained as one stacked computation."""
+        """Send compatible trials in one call, trained as one stacked computation."""
         self._call(tasks, stacked=True)
 
     def submit_chain(self, tasks: list[TrialTask]) -> None:
-        """Send trials to one worker in one call, trained one after another.
+        """Send trials in one call, trained one after another.
 
-        For short trials: one actor call (and one result) per chain instead of
-        per trial halves or quarters Ray's per-call cost in the driver and the
+        For short trials: one call (and one result) per chain instead of per
+        trial halves or quarters Ray's per-call cost in the driver and the
         worker; each trial trains exactly as alone.
         """
         self._call(tasks, stacked=False)
 
     def _call(self, tasks: list[TrialTask], *, stacked: bool) -> None:
-        actor = min(self._actors, key=self._load.__getitem__)
-        ref = actor.run.remote(tasks, stacked)
-        self._load[actor] += 1
-        self._inflight[ref] = (actor, tasks, stacked)
+        ref = self._task.remote(self._data_ref, tasks, stacked, self._threads, self.oracle)
+        self._inflight[ref] = (tasks, stacked)
 
     def in_flight_tasks(self) -> list[TrialTask]:
-        return [task for _, tasks, _ in self._inflight.values() for task in tasks]
+        return [task for tasks, _ in self._inflight.values() for task in tasks]
 
     def cancel_all(self) -> None:
-        """Stop every running trial now (second Ctrl-C); their workers are restarted."""
+        """Stop every running trial now (second Ctrl-C): their worker processes
+        are killed, and Ray starts new ones."""
         for ref in list(self._inflight):
             try:
                 self._ray.cancel(ref, force=True)
             except Exception:  # pragma: no cover - already finished
                 pass
         self._inflight.clear()
-        self._load = dict.fromkeys(self._actors, 0)
-
-    def _drop_worker(self, actor: Any) -> None:
-        """Forget a dead worker; start a new one only where the cluster has room
-        (a node that left takes its CPUs with it), or when none is left."""
-        if actor not in self._load:
-            return  # already replaced (several trials were queued on it)
-        self._actors.remove(actor)
-        del self._load[actor]
-        try:
-            self._ray.kill(actor)
-        except Exception:  # pragma: no cover - already dead
-            pass
-        free = float(self._ray.available_resources().get("CPU", 0.0))
-        if not self._actors or free >= self._cpus_per_trial:
-            new = self._actor_cls.remote(self._data_ref, self._threads, self.oracle)
-            self._actors.append(new)
-            self._load[new] = 0
-        self.workers = len(self._actors)
 
     def wait(self, timeout: float | None = None) -> list[TrialOutcome]:
         """Block until at least one trial finishes (or ``timeout``); return all finished.
 
-        A trial whose worker died (its process or node was lost) is re-run on a
-        fresh worker up to ``max_retries`` times (counted in ``TrialTask.attempt``
-        and recorded), then recorded as FAIL with the reason.
+        A call whose worker died (its process or node was lost) is re-run up to
+        ``max_retries`` times (counted in ``TrialTask.attempt`` and recorded),
+        then its trials are recorded as FAIL with the reason.
         """
         if not self._inflight:
             return []
@@ -357,16 +350,13 @@ class RayExecutor:
         ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
         outcomes = []
         for ref in ready:
-            actor, tasks, stacked = self._inflight.pop(ref)
-            if actor in self._load:
-                self._load[actor] -= 1
+            tasks, stacked = self._inflight.pop(ref)
             try:
                 outcomes.extend(ray.get(ref))
                 continue
             except Exception as exc:  # the worker died or Ray failed the call
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             logger.warning("trial(s) %s lost their worker (%s)", [t.number for t in tasks], reason)
-            self._drop_worker(actor)
             if tasks[0].attempt < self.max_retries:
                 retry = [dataclasses.replace(t, attempt=t.attempt + 1) for t in tasks]
                 self._call(retry, stacked=stacked)
@@ -389,10 +379,12 @@ class RayExecutor:
         return outcomes
 
     def close(self) -> None:
-        for actor in self._actors:
+        """Stop what is still running (nothing, after a finished study)."""
+        if self._inflight:
+            self.cancel_all()
+        if self.oracle is not None:
             try:
-                self._ray.kill(actor)
+                self._ray.kill(self.oracle)
             except Exception:  # pragma: no cover - best effort on shutdown
                 pass
-        self._actors = []
-        self._inflight.clear()
+            self.oracle = None

@@ -1,7 +1,7 @@
 """What a worker does with one trial: train it and describe the outcome.
 
-No database, and no Ray outside :class:`TrialWorker` (the actor body that
-:mod:`hpsearch.cluster` starts): tests call :func:`run_trial` directly. A worker gets a
+No database, and no Ray outside :func:`run_call` (the Ray task that
+:mod:`hpsearch.cluster` submits): tests call :func:`run_trial` directly. A worker gets a
 :class:`TrialTask` and the dataset and gives back a :class:`TrialOutcome`;
 nothing it does touches the results database.
 """
@@ -258,68 +258,79 @@ def run_pack(
 # Limit BLAS/OpenMP threads in workers: one trial per CPU, no oversubscription.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
+# Per worker process: the thread count applied last, and whether torch is set up.
+_process: dict[str, Any] = {"threads": None, "torch": None, "limits": None}
 
-class TrialWorker:
-    """Ray actor body (:class:`hpsearch.cluster.RayExecutor` starts it): trains
-    trials on the dataset it was given once.
 
-    It lives here, not in :mod:`hpsearch.cluster`, so a worker process imports
-    only the trainer and this module (not Optuna or the driver); PyTorch is
-    imported, and its thread count set, only when a torch trial arrives.
-    """
+def _prepare_process(threads: int, torch_needed: bool) -> None:
+    """Apply the thread limit once per worker process (again only if it changes)."""
+    import os
 
-    def __init__(self, data: Dataset, threads: int, oracle: Any = None) -> None:
-        import os
-
-        import ray
-
+    if _process["threads"] != threads:
         for var in _THREAD_VARS:
             os.environ[var] = str(threads)
         try:
             from threadpoolctl import threadpool_limits
 
-            self._limits = threadpool_limits(threads)
+            _process["limits"] = threadpool_limits(threads)
         except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-            self._limits = None
-        self._threads = threads
-        self._torch_ready = False
-        self._ray = ray
-        self._data = data
-        self._oracle = oracle
-        self._node = ray.get_runtime_context().get_node_id()
+            pass
+        _process["threads"] = threads
+    if torch_needed and _process["torch"] != threads:
+        import torch
 
-    def _prepare_torch(self) -> None:
-        if not self._torch_ready:
-            import torch
+        torch.set_num_threads(threads)
+        _process["torch"] = threads
 
-            torch.set_num_threads(self._threads)
-            self._torch_ready = True
 
-    def _should_stop(self, number: int, epoch: int, value: float) -> bool:
-        return bool(self._ray.get(self._oracle.report.remote(number, epoch, value)))
+def run_call(
+    data: Dataset,
+    tasks: list[TrialTask],
+    stacked: bool = True,
+    threads: int = 1,
+    oracle: Any = None,
+) -> list[TrialOutcome]:
+    """The Ray task :class:`hpsearch.cluster.RayExecutor` submits: one trial, a
+    pack of compatible tuning trials trained as one stacked computation, or
+    (``stacked`` false) a chain of trials trained one after another.
 
-    def run(self, tasks: list[TrialTask], stacked: bool = True) -> list[TrialOutcome]:
-        """Run one trial, a pack of compatible tuning trials as one stacked
-        computation, or (``stacked`` false) a chain of trials one after another."""
-        if tasks[0].config.backend == "torch":
-            self._prepare_torch()
-        gpu_ids = self._ray.get_gpu_ids()
-        tasks = [
-            dataclasses.replace(t, config=c)
-            if (c := device_for(t.config, gpu_ids)) is not t.config
-            else t
-            for t in tasks
-        ]
-        prune = self._oracle is not None and not tasks[0].final
-        stop = self._should_stop if prune else None
-        if len(tasks) == 1 or not stacked:
-            outcomes = [run_trial(t, self._data, node=self._node, should_stop=stop) for t in tasks]
-        else:
-            outcomes = run_pack(tasks, self._data, node=self._node, should_stop=stop)
-        if prune:  # in order after this worker's reports (same caller, same actor)
-            for outcome in outcomes:
-                self._oracle.finish.remote(outcome.number, outcome.state, outcome.value)
-        return outcomes
+    Ray runs it in one of its worker processes, already started and reused from
+    call to call; the dataset comes zero-copy from the node's object store. It
+    lives here, not in :mod:`hpsearch.cluster`, so a worker process imports only
+    the trainer and this module (not Optuna or the driver); PyTorch is
+    imported, and its thread count set, only when a torch trial arrives.
+    ``oracle`` is the pruning actor, or None without pruning.
+    """
+    import ray
 
-    def node(self) -> str:
-        return self._node
+    _prepare_process(threads, tasks[0].config.backend == "torch")
+    node = ray.get_runtime_context().get_node_id()
+    gpu_ids = ray.get_gpu_ids()
+    tasks = [
+        dataclasses.replace(t, config=c)
+        if (c := device_for(t.config, gpu_ids)) is not t.config
+        else t
+        for t in tasks
+    ]
+    stop: StopCheck | None = None
+    if oracle is not None and not tasks[0].final:
+
+        def stop(number: int, epoch: int, value: float) -> bool:
+            return bool(ray.get(oracle.report.remote(number, epoch, value)))
+
+    if len(tasks) == 1 or not stacked:
+        outcomes = [run_trial(t, data, node=node, should_stop=stop) for t in tasks]
+    else:
+        outcomes = run_pack(tasks, data, node=node, should_stop=stop)
+    if stop is not None:  # in order after this call's reports (same caller)
+        for outcome in outcomes:
+            oracle.finish.remote(outcome.number, outcome.state, outcome.value)
+    return outcomes
+
+
+def warm_up(threads: int = 1) -> str:
+    """A Ray task that readies a worker process (imports, thread limit); its node."""
+    import ray
+
+    _prepare_process(threads, False)
+    return ray.get_runtime_context().get_node_id()

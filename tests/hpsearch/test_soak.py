@@ -102,6 +102,7 @@ def _reader(url: str, name: str, stop: Any, out: Any, ready: Any) -> None:
     curve_rows = 0
     slowest = 0.0
     started = False
+    partial = 0  # polls that saw the study part way through (the run still writing)
     while not stop.is_set():
         begin = time.perf_counter()
         try:
@@ -126,6 +127,7 @@ def _reader(url: str, name: str, stop: Any, out: Any, ready: Any) -> None:
         if not seen <= done:
             lost.append(f"poll {polls}: finished trials vanished: {sorted(seen - done)[:10]}")
         seen = done
+        partial += 0 < len(done) < TRIALS
         if len(curves) < curve_rows:
             lost.append(f"poll {polls}: curve rows went from {curve_rows} to {len(curves)}")
         curve_rows = len(curves)
@@ -134,6 +136,7 @@ def _reader(url: str, name: str, stop: Any, out: Any, ready: Any) -> None:
     out.put(
         {
             "polls": polls,
+            "partial_polls": partial,
             "waits": waits,
             "errors": errors,
             "lost": lost,
@@ -216,7 +219,10 @@ def test_thousand_trials_with_a_reader_polling(tmp_path, ray_local, capsys, capl
     # The reader read all along, never failed, and never saw a row disappear.
     assert seen["errors"] == [], seen["errors"][:5]
     assert seen["lost"] == [], seen["lost"][:5]
-    assert seen["polls"] >= 10, seen
+    # Read along, not only at the end: whatever the run's speed (1,000 trials
+    # take ~4 s at the fastest here, a poll up to ~0.4 s), several polls
+    # landed while the driver was writing.
+    assert seen["partial_polls"] >= 3, seen
     assert seen["finished_seen"] == TRIALS
 
     # Memory: reported above; only a real leak fails.
