@@ -881,9 +881,16 @@ def report(w: Workload, runs: dict[str, list[Run]], pack: int, *, trials: int) -
     return rates
 
 
-def _free_cpus(timeout: float = 900.0) -> float:
+SETTLE_S = 2.0
+"""Untimed pause after each run, once the CPUs are free: Ray replaces the worker
+processes of killed actors (Tune's trials) with new idle ones, which take about
+a second to start on 2 CPUs; every way then starts in a settled session."""
+
+
+def _free_cpus(timeout: float = 900.0, settle: float = SETTLE_S) -> float:
     """Wait (untimed) until the Ray session's CPUs are all free again, e.g. after
-    Tune or hpsearch stopped their actors; returns the seconds waited."""
+    Tune or hpsearch stopped their actors, then :data:`SETTLE_S`; returns the
+    seconds waited for the CPUs."""
     import ray
 
     start = time.perf_counter()
@@ -891,7 +898,9 @@ def _free_cpus(timeout: float = 900.0) -> float:
         if ray.available_resources().get("CPU", 0.0) >= WORKERS:
             break
         time.sleep(0.1)
-    return time.perf_counter() - start
+    waited = time.perf_counter() - start
+    time.sleep(settle)
+    return waited
 
 
 def run_workload(
@@ -902,6 +911,7 @@ def run_workload(
     *,
     tune_defaults: bool,
     tune_queues: tuple[int, ...] = (2, 4),
+    settle: float = SETTLE_S,
 ) -> tuple[dict[str, list[Run]], int]:
     """Every way ``repeats`` times, interleaved; and the auto pack size."""
     from trainer.datasets import load_dataset
@@ -942,7 +952,7 @@ def run_workload(
     for repeat, way, run in plan:
         tag = f"{w.key}-{way}-r{repeat}" if repeat >= 0 else f"{w.key}-{way}"
         result = run(tag)
-        result.settle = _free_cpus()
+        result.settle = _free_cpus(settle=settle)
         runs[way].append(result)
         where = f"repeat {repeat + 1}/{repeats}" if repeat >= 0 else "once"
         print(
@@ -1037,6 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
                     Path(tmp),
                     tune_defaults=not args.no_tune_defaults,
                     tune_queues=tune_queues,
+                    settle=0.0 if args.smoke else SETTLE_S,
                 )
     finally:
         if started:

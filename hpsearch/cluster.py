@@ -247,9 +247,11 @@ class RayExecutor:
         self._threads = max(1, int(cpus_per_trial))
         self._data_ref = ray.put(data)
         # Ray retries nothing itself: a call that lost its worker is re-run
-        # here, counted in TrialTask.attempt and recorded.
+        # here, counted in TrialTask.attempt and recorded. max_calls=0: worker
+        # processes are reused from call to call, GPU calls too (Ray's default
+        # for GPU tasks is a new process per call: a torch import each time).
         self._resources = {"num_cpus": cpus_per_trial, "num_gpus": gpus_per_trial}
-        self._task = ray.remote(run_call).options(max_retries=0, **self._resources)
+        self._task = ray.remote(max_calls=0, max_retries=0)(run_call).options(**self._resources)
         self.oracle = None
         if pruner != "none":
             from hpsearch.pruning import PruningOracle
@@ -276,7 +278,7 @@ class RayExecutor:
     def ready(self) -> None:
         """Block until ``workers`` worker processes have imported the trainer
         (and the pruning oracle, if any, answers)."""
-        warm = self._ray.remote(warm_up).options(max_retries=0, **self._resources)
+        warm = self._ray.remote(max_calls=0, max_retries=0)(warm_up).options(**self._resources)
         refs = [warm.remote(self._threads) for _ in range(self.workers)]
         if self.oracle is not None:
             refs.append(self.oracle.ping.remote())
