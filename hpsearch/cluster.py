@@ -262,6 +262,9 @@ class RayExecutor:
                 .remote(pruner, direction, study_name, max_epochs, prune_after)
             )
         self._inflight: dict[Any, tuple[list[TrialTask], bool]] = {}
+        # Ready the worker processes now, while the driver opens the database.
+        warm = ray.remote(max_calls=0, max_retries=0)(warm_up).options(**self._resources)
+        self._warming = [warm.remote(self._threads) for _ in range(workers)]
         self.info = ClusterInfo(
             address=ray.get_runtime_context().gcs_address,
             nodes=len([n for n in ray.nodes() if n.get("Alive")]),
@@ -277,9 +280,8 @@ class RayExecutor:
 
     def ready(self) -> None:
         """Block until ``workers`` worker processes have imported the trainer
-        (and the pruning oracle, if any, answers)."""
-        warm = self._ray.remote(max_calls=0, max_retries=0)(warm_up).options(**self._resources)
-        refs = [warm.remote(self._threads) for _ in range(self.workers)]
+        (started by the constructor) and the pruning oracle, if any, answers."""
+        refs = list(self._warming)
         if self.oracle is not None:
             refs.append(self.oracle.ping.remote())
         self._ray.get(refs)
