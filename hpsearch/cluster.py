@@ -250,8 +250,14 @@ class RayExecutor:
         # here, counted in TrialTask.attempt and recorded. max_calls=0: worker
         # processes are reused from call to call, GPU calls too (Ray's default
         # for GPU tasks is a new process per call: a torch import each time).
-        self._resources = {"num_cpus": cpus_per_trial, "num_gpus": gpus_per_trial}
-        self._task = ray.remote(max_calls=0, max_retries=0)(run_call).options(**self._resources)
+        # SPREAD: a study's calls go over every node with room, not first to
+        # fill one node (Ray's default packs tasks onto few nodes).
+        self._options = {
+            "num_cpus": cpus_per_trial,
+            "num_gpus": gpus_per_trial,
+            "scheduling_strategy": "SPREAD",
+        }
+        self._task = ray.remote(max_calls=0, max_retries=0)(run_call).options(**self._options)
         self.oracle = None
         if pruner != "none":
             from hpsearch.pruning import PruningOracle
@@ -263,7 +269,7 @@ class RayExecutor:
             )
         self._inflight: dict[Any, tuple[list[TrialTask], bool]] = {}
         # Ready the worker processes now, while the driver opens the database.
-        warm = ray.remote(max_calls=0, max_retries=0)(warm_up).options(**self._resources)
+        warm = ray.remote(max_calls=0, max_retries=0)(warm_up).options(**self._options)
         self._warming = [warm.remote(self._threads) for _ in range(workers)]
         self.info = ClusterInfo(
             address=ray.get_runtime_context().gcs_address,

@@ -78,8 +78,18 @@ def test_close_stops_running_calls_and_the_pruning_oracle(ray_local):
     executor.submit(_task(0, epochs=2000))  # minutes of training if left running
     executor.close()
     assert executor.in_flight == 0
-    with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(oracle.ping.remote(), timeout=30)
+
+    def oracle_gone() -> bool:
+        try:
+            ray.get(oracle.ping.remote(), timeout=30)
+        except ray.exceptions.RayActorError:
+            return True
+        return False
+
+    deadline = time.monotonic() + 30  # ray.kill takes effect asynchronously
+    while not oracle_gone() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert oracle_gone()
     # The CPUs come back: the cancelled call no longer holds one.
     deadline = time.monotonic() + 30
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
