@@ -339,8 +339,8 @@ PROFILE_ORDER = (
 # Outside the search loop (storage open, worker start-up, close).
 STARTUP_PARTS = (
     ("startup_storage", "start-up: StudyStore.open (SQLite, study)"),
-    ("startup_workers", "start-up: RayExecutor + ready() (actors, data put)"),
-    ("startup_close", "close: executor.close() (kill actors)"),
+    ("startup_workers", "start-up: RayExecutor + ready() (worker processes, data put)"),
+    ("startup_close", "close: executor.close()"),
 )
 IDLE = "idle"  # driver blocked in ray.wait while workers train
 
