@@ -33,9 +33,10 @@ AUTO_PACK_SIZE = 16
 """Pack size when the study says ``pack_size = 0`` and packing pays.
 
 Measured with ``benchmarks/packing.py`` part (c) (digits 64-50-50-10, +BN,
-dropout, 2 workers, 400 trials, quiet machine, median of 5): search throughput
-1.56x unpacked at 8, 1.74x at 16, 1.81x at 32; 32 would put twice as many
-trials in flight (sampled before any of them reports) for 4 % more."""
+dropout, 2 workers, 400 trials, quiet machine, three runs of 5 repeats with
+trials as Ray tasks): search throughput 1.70-1.82x unpacked at 8, 1.84-2.05x
+at 16, 1.78-2.12x at 32; 32 would put twice as many trials in flight (sampled
+before any of them reports) for no steady gain."""
 
 
 def effective_pack_size(config: StudyConfig, n_features: int, n_classes: int) -> int:
@@ -260,7 +261,7 @@ class RayExecutor:
             "num_gpus": gpus_per_trial,
             "scheduling_strategy": "SPREAD",
         }
-        self._task = ray.remote(max_calls=0, max_retries=0)(run_call).options(**self._options)
+        self._task = self._remote(run_call)
         self.oracle = None
         if pruner != "none":
             from hpsearch.pruning import PruningOracle
@@ -272,7 +273,7 @@ class RayExecutor:
             )
         self._inflight: dict[Any, tuple[list[TrialTask], bool]] = {}
         # Ready the worker processes now, while the driver opens the database.
-        warm = ray.remote(max_calls=0, max_retries=0)(warm_up).options(**self._options)
+        warm = self._remote(warm_up)
         self._warming = [warm.remote(self._threads) for _ in range(workers)]
         self.info = ClusterInfo(
             address=ray.get_runtime_context().gcs_address,
@@ -281,6 +282,10 @@ class RayExecutor:
             gpus=gpus,
             workers=workers,
         )
+
+    def _remote(self, fn: Any) -> Any:
+        """``fn`` as a Ray task with this executor's resources and options."""
+        return self._ray.remote(max_calls=0, max_retries=0)(fn).options(**self._options)
 
     def preload_pruner(self, trials: list[tuple[int, str, float | None, dict[int, float]]]) -> None:
         """Give the pruning oracle the curves of trials recorded before this run."""
