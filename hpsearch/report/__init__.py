@@ -23,6 +23,12 @@ study file. A figure that has nothing to show (one round, only failed trials,
 a single trial, no curves, a parameter that was not searched) is left out and
 the page says what is missing and why.
 
+Nothing recorded in a study makes the report fail: a figure, the parameter
+importances or a section of the page that cannot be computed (an exception
+from matplotlib or Optuna's fANOVA included) is left out with one line in the
+page saying why, and a warning is logged for it (one line on the CLI's
+stderr); the rest of the report is written.
+
 The data behind each figure comes from plain functions of
 :mod:`hpsearch.report.data` (``lr_wd_points``, ``round_stats``, ...) that
 return DataFrames or dicts. Nothing here starts Ray or writes to the
@@ -40,7 +46,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import HPSearchError
 from hpsearch.report.data import (
@@ -142,7 +148,7 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HPSearchError(f"report: cannot create {out}: {exc.strerror or exc}") from exc
-    importances = param_importances(data)
+    importances = _importances(data)
     label = mask_url(storage) if isinstance(storage, str) else type(storage).__name__
     index = out / "index.html"
     try:
@@ -154,6 +160,27 @@ def write_report(
     except OSError as exc:
         raise HPSearchError(f"report: cannot write in {out}: {exc.strerror or exc}") from exc
     for fig in figures:
-        for note in fig.notes:
-            logger.info("report %s: %s: %s", name, fig.key, note)
+        if fig.file is None:
+            logger.warning(
+                "report %r: left out the figure %r: %s", name, fig.title, "; ".join(fig.notes)
+            )
+        else:
+            for note in fig.notes:
+                logger.info("report %r: %s: %s", name, fig.key, note)
     return index
+
+
+def _importances(data: StudyData) -> dict[str, Any]:
+    """:func:`param_importances`, or an empty result whose note says why it failed."""
+    try:
+        return param_importances(data)
+    except Exception as exc:  # e.g. the study cannot be loaded by Optuna: leave it out
+        logger.debug("parameter importances failed", exc_info=exc)
+        why = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+        return {
+            "importances": {},
+            "n_trials": len(complete_trials(data)),
+            "params": [],
+            "skipped": {},
+            "note": f"parameter importances could not be computed ({why})",
+        }

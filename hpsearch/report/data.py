@@ -10,9 +10,11 @@ storage. Nothing here starts Ray or writes to the database.
 Conventions:
     * Rounds are the stored 0-based indices (``round`` columns); the figures
       and the page print them 1-based ("round 1"), as ``hpsearch run`` does.
-    * "Finished with a value" means state COMPLETE and a non-NaN value, the
+    * "Finished with a value" means state COMPLETE and a finite value, the
       trials a round's best and median are computed from
-      (:mod:`hpsearch.search`).
+      (:mod:`hpsearch.search`; hpsearch records a non-finite metric as FAIL,
+      a plain Optuna study may hold an infinite one, which the figures could
+      not place).
     * "Better" follows the study's direction: the highest value for
       ``maximize``, the lowest for ``minimize``; ties go to the lower trial
       number.
@@ -43,6 +45,7 @@ __all__ = [
     "batchnorm_points",
     "complete_trials",
     "dropout_points",
+    "finished_with_value",
     "load_study_data",
     "lr_wd_points",
     "metric_label",
@@ -142,11 +145,17 @@ def metric_label(metric: str) -> str:
     return f"{metric} ({unit})" if unit else metric
 
 
+def finished_with_value(trials: pd.DataFrame) -> pd.Series:
+    """True for the rows of a trials frame that are COMPLETE with a finite value."""
+    values = trials["value"].to_numpy(dtype="float64", na_value=np.nan)
+    return (trials["state"] == "COMPLETE") & pd.Series(np.isfinite(values), index=trials.index)
+
+
 def complete_trials(source: StudyData | str | BaseStorage, name: str | None = None) -> pd.DataFrame:
-    """COMPLETE trials with a value, better first (ties: lower number first)."""
+    """COMPLETE trials with a finite value, better first (ties: lower number first)."""
     data = _data(source, name)
     t = data.trials
-    done = t[(t["state"] == "COMPLETE") & t["value"].notna()]
+    done = t[finished_with_value(t)]
     return done.sort_values(
         ["value", "number"], ascending=[not data.maximize, True], kind="stable"
     ).reset_index(drop=True)
@@ -178,8 +187,8 @@ def top_curves(
     One row per trial and epoch, ordered by rank then epoch. Columns: ``rank``
     (int64), ``trial`` (int64), ``epoch`` (int64, 1-based), ``train_accuracy``
     and ``val_accuracy`` (float64, NaN when that split was not recorded, e.g.
-    a trial with intermediate values only). Top trials without any curve give
-    no rows.
+    a trial with intermediate values only, or when the recorded point is NaN:
+    such an epoch keeps its row). Top trials without any curve give no rows.
     """
     data = _data(source, name)
     ranked = top_trials(data, top=top)[["rank", "number"]].rename(columns={"number": "trial"})
@@ -187,9 +196,13 @@ def top_curves(
     curves = data.curves
     if ranked.empty or curves.empty:
         return _typed_empty(columns)
+    # groupby keeps an epoch whose accuracy is NaN (pivot_table would drop it), so the
+    # figure shows a gap there instead of a line drawn across it.
     wide = (
         curves[curves["trial"].isin(ranked["trial"])]
-        .pivot_table(index=["trial", "epoch"], columns="split", values="accuracy", observed=True)
+        .groupby(["trial", "epoch", "split"], observed=True)["accuracy"]
+        .mean()
+        .unstack("split")
         .reset_index()
     )
     wide.columns.name = None
@@ -290,9 +303,7 @@ def round_stats(source: StudyData | str | BaseStorage, name: str | None = None) 
     }
     for index in indices:
         in_round = with_round[with_round["round"] == index]
-        values = in_round.loc[
-            (in_round["state"] == "COMPLETE") & in_round["value"].notna(), "value"
-        ].to_numpy(dtype="float64")
+        values = in_round.loc[finished_with_value(in_round), "value"].to_numpy(dtype="float64")
         rows["round"].append(index)
         rows["n_trials"].append(len(in_round))
         rows["n_complete"].append(len(values))
@@ -318,7 +329,7 @@ def round_values(source: StudyData | str | BaseStorage, name: str | None = None)
     """The metric of every COMPLETE trial with a round: ``number``, ``round``, ``value``."""
     data = _data(source, name)
     t = data.trials
-    keep = (t["state"] == "COMPLETE") & t["value"].notna() & t["round"].notna()
+    keep = finished_with_value(t) & t["round"].notna()
     out = t.loc[keep, ["number", "round", "value"]].reset_index(drop=True)
     return out.astype({"round": "int64"})
 
@@ -401,19 +412,23 @@ def param_importances(
     Loads the study with ``optuna.load_study`` on a read-only storage and calls
     ``optuna.importance.get_param_importances`` with
     ``FanovaImportanceEvaluator(seed=seed)`` (deterministic) over the COMPLETE
-    trials. Only parameters every such trial has, with at least two distinct
-    values, take part. When the recorded distributions of a parameter differ
-    between trials (a study that recorded each round's narrowed box), the
-    trials are evaluated in an in-memory copy of the study whose distribution
-    per parameter spans them all, because Optuna's evaluators only use
-    parameters whose distribution is the same in every trial.
+    trials with a finite value. Only parameters every such trial has, with at
+    least two distinct values, take part. The trials are evaluated in an
+    in-memory copy of the study whose distribution per parameter spans every
+    recorded distribution *and every value*: a study that recorded each
+    round's narrowed box has distributions that differ between trials, which
+    Optuna's evaluators would drop, and hpsearch records the study file's
+    ranges while a box that slid past an edge (``hard_low``/``hard_high``)
+    samples beyond them; fANOVA given a value outside its parameter's range
+    computes negative variances and fails an assertion.
 
     Returns:
         ``{"importances": {param: share}, "n_trials": int, "params": [...],
         "skipped": {param: why}, "note": str | None}``. Shares sum to 1, best
         first. ``importances`` is empty and ``note`` says why when there are
-        fewer than ``min_trials`` COMPLETE trials or fewer than ``min_params``
-        varying parameters, or when the evaluator fails.
+        fewer than ``min_trials`` COMPLETE trials, fewer than ``min_params``
+        varying parameters, no variation of the metric to explain, or when the
+        evaluator fails for any other reason (never raised).
     """
     data = _data(source, name)
     import optuna
@@ -447,11 +462,11 @@ def param_importances(
     params: list[str] = []
     dists: dict[str, Any] = {}
     for pname in names:
-        values = {_hashable(t.params[pname]) for t in frozen}
-        if len(values) < 2:
-            out["skipped"][pname] = f"one value only ({_fmt_value(frozen[0].params[pname])})"
+        values = [t.params[pname] for t in frozen]
+        if len({_hashable(v) for v in values}) < 2:
+            out["skipped"][pname] = f"one value only ({_fmt_value(values[0])})"
             continue
-        spanning = _spanning_distribution([t.distributions[pname] for t in frozen])
+        spanning = _spanning_distribution([t.distributions[pname] for t in frozen], values)
         if spanning is None:
             out["skipped"][pname] = "its distributions cannot be combined"
             continue
@@ -465,15 +480,22 @@ def param_importances(
             f"over the COMPLETE trials; varying: {varying}"
         )
         return out
+    metric_values = np.array([t.value for t in frozen], dtype="float64")
+    spread = float(metric_values.max() - metric_values.min())
+    if spread == 0.0:
+        out["note"] = (
+            f"every COMPLETE trial has the same {data.metric} ({metric_values[0]:.6g}), so "
+            "there is no variation for the parameters to explain"
+        )
+        return out
 
-    evaluated: Any = study
-    if any(t.distributions[p] != dists[p] for t in frozen for p in params):
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory"
-        try:
-            evaluated = optuna.create_study(direction=study.direction)
-        finally:
-            optuna.logging.set_verbosity(verbosity)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory"
+    try:
+        evaluated = optuna.create_study(direction=study.direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    try:
         evaluated.add_trials(
             [
                 optuna.trial.create_trial(
@@ -484,17 +506,37 @@ def param_importances(
                 for t in frozen
             ]
         )
-    try:
         shares = optuna.importance.get_param_importances(
             evaluated,
             evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed),
             params=params,
         )
-    except (ValueError, RuntimeError) as exc:  # the evaluator's own complaints
-        logger.warning("parameter importances failed: %s", exc)
-        out["note"] = f"Optuna's importance evaluator failed: {' '.join(str(exc).split())}"
+    except RuntimeError as exc:
+        if "zero total variance" not in str(exc):
+            return _evaluator_failed(out, exc)
+        # Values that differ by rounding noise only: the forest's trees all predict one value.
+        out["note"] = (
+            f"the {data.metric} of the COMPLETE trials varies by {spread:.3g} only, too little "
+            "for fANOVA to attribute to the parameters (Optuna: zero total variance)"
+        )
         return out
-    out["importances"] = {p: float(v) for p, v in shares.items()}
+    except Exception as exc:  # the evaluator's own assertions and complaints: never fatal
+        return _evaluator_failed(out, exc)
+    result = {p: float(v) for p, v in shares.items()}
+    if not result or not all(math.isfinite(v) for v in result.values()):
+        out["note"] = (
+            "Optuna's fANOVA evaluator returned no usable shares "
+            f"({', '.join(f'{p}={v}' for p, v in result.items()) or 'none'})"
+        )
+        return out
+    out["importances"] = result
+    return out
+
+
+def _evaluator_failed(out: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    why = " ".join(str(exc).split()) or "no message"
+    logger.debug("parameter importances failed", exc_info=exc)
+    out["note"] = f"Optuna's fANOVA evaluator failed ({type(exc).__name__}: {why})"
     return out
 
 
@@ -506,8 +548,15 @@ def _fmt_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _spanning_distribution(dists: Sequence[Any]) -> Any:
-    """One distribution covering all of ``dists`` (same kind), or None."""
+def _spanning_distribution(dists: Sequence[Any], values: Sequence[Any]) -> Any:
+    """One distribution covering all of ``dists`` (same kind) and ``values``, or None.
+
+    A numeric range is widened to the smallest and largest value, and loses a
+    ``step`` when it has to grow (fANOVA ignores steps); it stays a log range
+    only when every distribution is one and the range stays positive. A
+    categorical gets every choice of every distribution, then any value not
+    among them.
+    """
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
@@ -515,19 +564,26 @@ def _spanning_distribution(dists: Sequence[Any]) -> Any:
     )
 
     first = dists[0]
-    if all(d == first for d in dists):
-        return first
-    if all(isinstance(d, FloatDistribution) for d in dists):
-        log = all(d.log for d in dists)
-        return FloatDistribution(min(d.low for d in dists), max(d.high for d in dists), log=log)
-    if all(isinstance(d, IntDistribution) for d in dists):
-        log = all(d.log for d in dists)
-        return IntDistribution(min(d.low for d in dists), max(d.high for d in dists), log=log)
+    if all(isinstance(d, (FloatDistribution, IntDistribution)) for d in dists):
+        kind = type(first)
+        if not all(type(d) is kind for d in dists):
+            return None
+        numbers = [float(v) for v in values]
+        low = min(min(d.low for d in dists), min(numbers))
+        high = max(max(d.high for d in dists), max(numbers))
+        log = all(d.log for d in dists) and low > 0
+        same = all(d == first for d in dists)
+        if same and low == first.low and high == first.high:
+            return first
+        if kind is IntDistribution:
+            return IntDistribution(math.floor(low), math.ceil(high), log=log)
+        return FloatDistribution(low, high, log=log)
     if all(isinstance(d, CategoricalDistribution) for d in dists):
         choices: list[Any] = []
-        for d in dists:
-            for c in d.choices:
-                if c not in choices:
-                    choices.append(c)
+        for c in [c for d in dists for c in d.choices] + list(values):
+            if c not in choices:
+                choices.append(c)
+        if len(choices) == len(first.choices):
+            return first
         return CategoricalDistribution(choices)
     return None

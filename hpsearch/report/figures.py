@@ -11,6 +11,7 @@ global figure state is kept.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ import pandas as pd
 
 from hpsearch.report import data as rd
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "FIGURES",
     "FigureResult",
@@ -31,6 +34,7 @@ __all__ = [
     "draw_importances",
     "draw_lr_wd",
     "draw_rounds",
+    "figure_title",
 ]
 
 DPI = 100
@@ -126,7 +130,7 @@ def _positive(*series: pd.Series) -> bool:
 def draw_curves(data: rd.StudyData, out_dir: Path, *, top: int = 20) -> FigureResult:
     """Validation (solid) and training (dashed) accuracy per epoch of the top trials."""
     key, file = "curves", "curves.png"
-    title = f"Learning curves of the top {top} trials"
+    title = figure_title(key, top=top)
     ranked = rd.top_trials(data, top=top)
     curves = rd.top_curves(data, top=top)
     caption = (
@@ -256,7 +260,7 @@ def _no_complete_note(data: rd.StudyData) -> str:
 def draw_lr_wd(data: rd.StudyData, out_dir: Path) -> FigureResult:
     """Each trial at its (lr, weight decay), coloured by the metric, with each round's box."""
     key, file = "lr_weight_decay", "lr_weight_decay.png"
-    title = "Learning rate against weight decay, and the narrowing boxes"
+    title = figure_title(key)
     points = rd.lr_wd_points(data)
     boxes = rd.round_boxes(data)
     caption = (
@@ -292,12 +296,12 @@ def draw_lr_wd(data: rd.StudyData, out_dir: Path) -> FigureResult:
 
     fig = _new_figure(8.6, 6.2)
     ax = fig.add_subplot()
-    complete = points[(points["state"] == "COMPLETE") & points["value"].notna()]
+    complete = points[rd.finished_with_value(points)]
     pruned = points[points["state"] == "PRUNED"]
     failed = points[points["state"] == "FAIL"]
     other = points[
         ~points["state"].isin(["COMPLETE", "PRUNED", "FAIL"])
-        | ((points["state"] == "COMPLETE") & points["value"].isna())
+        | ((points["state"] == "COMPLETE") & ~rd.finished_with_value(points))
     ]
 
     from matplotlib.patches import Rectangle
@@ -446,7 +450,7 @@ def _pad_limits(ax: Any, points: pd.DataFrame, boxes: pd.DataFrame, *, log: bool
 def draw_rounds(data: rd.StudyData, out_dir: Path) -> FigureResult:
     """Box plot of the metric per round with the best and the median marked."""
     key, file = "rounds", "rounds.png"
-    title = "The metric round by round"
+    title = figure_title(key)
     stats = rd.round_stats(data)
     values = rd.round_values(data)
     better = "highest" if data.maximize else "lowest"
@@ -548,7 +552,7 @@ def draw_rounds(data: rd.StudyData, out_dir: Path) -> FigureResult:
 def draw_batchnorm_dropout(data: rd.StudyData, out_dir: Path) -> FigureResult:
     """The metric with batch norm off vs on, and against the dropout ratio."""
     key, file = "batchnorm_dropout", "batchnorm_dropout.png"
-    title = "Effect of batch norm and dropout"
+    title = figure_title(key)
     bn = rd.batchnorm_points(data)
     dr = rd.dropout_points(data)
     caption = (
@@ -664,7 +668,7 @@ def draw_importances(
 ) -> FigureResult:
     """Horizontal bars of Optuna's fANOVA parameter importances."""
     key, file = "importances", "importances.png"
-    title = "Parameter importances"
+    title = figure_title(key)
     info = importances if importances is not None else rd.param_importances(data)
     caption = (
         "How much of the variation of the metric each parameter explains, from Optuna's "
@@ -703,20 +707,50 @@ def draw_importances(
 FIGURES = ("curves", "lr_weight_decay", "rounds", "batchnorm_dropout", "importances")
 """The figures' keys in page order; each writes ``<key>.png``."""
 
+_TITLES = {
+    "lr_weight_decay": "Learning rate against weight decay, and the narrowing boxes",
+    "rounds": "The metric round by round",
+    "batchnorm_dropout": "Effect of batch norm and dropout",
+    "importances": "Parameter importances",
+}
+
+
+def figure_title(key: str, *, top: int = 20) -> str:
+    """The heading of figure ``key`` on the page."""
+    if key == "curves":
+        return f"Learning curves of the top {top} trials"
+    return _TITLES[key]
+
 
 def draw_all(
     data: rd.StudyData, out_dir: Path, *, top: int, importances: dict[str, Any]
 ) -> list[FigureResult]:
-    """Draw every figure into ``out_dir``; figures that are not drawn leave no file."""
+    """Draw every figure into ``out_dir``; figures that are not drawn leave no file.
+
+    A figure whose drawing raises (anything but an :class:`OSError` writing its
+    file, which propagates) is left out: its result has no file and one note
+    naming the exception, so one odd study never costs the whole report.
+    """
+    draws = {
+        "curves": lambda: draw_curves(data, out_dir, top=top),
+        "lr_weight_decay": lambda: draw_lr_wd(data, out_dir),
+        "rounds": lambda: draw_rounds(data, out_dir),
+        "batchnorm_dropout": lambda: draw_batchnorm_dropout(data, out_dir),
+        "importances": lambda: draw_importances(data, out_dir, importances),
+    }
+    drawn = []
     with _style():
-        drawn = [
-            draw_curves(data, out_dir, top=top),
-            draw_lr_wd(data, out_dir),
-            draw_rounds(data, out_dir),
-            draw_batchnorm_dropout(data, out_dir),
-            draw_importances(data, out_dir, importances),
-        ]
+        for key in FIGURES:
+            try:
+                drawn.append(draws[key]())
+            except OSError:
+                raise
+            except Exception as exc:  # a figure that cannot be drawn is left out, never fatal
+                logger.debug("figure %s failed", key, exc_info=exc)
+                why = " ".join(str(exc).split()) or "no message"
+                note = f"it could not be drawn ({type(exc).__name__}: {why})"
+                drawn.append(FigureResult(key, figure_title(key, top=top), None, "", (note,)))
     for fig in drawn:
-        if fig.file is None:  # no stale PNG of an earlier report may be shown
+        if fig.file is None:  # no stale (or half-written) PNG may be shown
             (out_dir / f"{fig.key}.png").unlink(missing_ok=True)
     return drawn

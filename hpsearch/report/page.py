@@ -8,7 +8,8 @@ the database is HTML-escaped.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from html import escape
 from typing import Any
 
@@ -19,6 +20,8 @@ from hpsearch.report import data as rd
 from hpsearch.report.figures import FigureResult
 
 __all__ = ["render_page"]
+
+logger = logging.getLogger(__name__)
 
 _CSS = """
 :root { color-scheme: light; }
@@ -110,6 +113,23 @@ def _table(
 
 def _note(text: str) -> str:
     return f'<div class="note">{_e(text)}</div>'
+
+
+def _guarded(what: str, render: Callable[[], str], study: str) -> str:
+    """``render()``, or, when it raises, a note that ``what`` was left out and why.
+
+    The note is also logged as a warning (one line on the CLI's stderr); the
+    page is written either way.
+    """
+    try:
+        return render()
+    except Exception as exc:  # one section that cannot be computed never costs the page
+        logger.debug("report section %s failed", what, exc_info=exc)
+        why = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+        logger.warning(
+            "report %r: left out the %s: it could not be computed (%s)", study, what, why
+        )
+        return _note(f"The {what} could not be computed ({why}), so it is left out.")
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -267,7 +287,8 @@ def _figure_section(fig: FigureResult) -> str:
     parts = [f'<h2 id="{_e(fig.key)}">{_e(fig.title)}</h2>']
     if fig.file is None:
         parts.append(_note("Figure not drawn: " + "; ".join(fig.notes) + "."))
-        parts.append(f'<p class="sub">{_e(fig.caption)}</p>')
+        if fig.caption:
+            parts.append(f'<p class="sub">{_e(fig.caption)}</p>')
         return "".join(parts)
     alt = f"{fig.title}. {fig.caption}"
     parts.append(
@@ -321,22 +342,23 @@ def render_page(data: rd.StudyData, figures: Sequence[FigureResult], *, storage_
         else ""
     )
     generated = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    name = data.name
     body = [
         f"<h1>Search report: {_e(data.name)}</h1>",
         f'<p class="sub">Coarse-to-fine hyperparameter search recorded by hpsearch. '
         f"Generated {generated}.</p>",
         f"<nav>{nav}</nav>",
         "<h2>Study</h2>",
-        _facts(data, storage_label),
+        _guarded("study summary", lambda: _facts(data, storage_label), name),
         _summary_notes(data, figures),
         '<h2 id="best">Best trial</h2>',
-        _best_section(data),
+        _guarded("best trial", lambda: _best_section(data), name),
         '<h2 id="final">Final evaluation</h2>',
-        _final_eval_section(data),
+        _guarded("final evaluation", lambda: _final_eval_section(data), name),
         '<h2 id="rounds-table">Rounds</h2>',
-        _rounds_section(data),
+        _guarded("rounds table", lambda: _rounds_section(data), name),
         *(_figure_section(f) for f in figures),
-        _failures_section(data),
+        _guarded("failed trials table", lambda: _failures_section(data), name),
         study_block,
         "<footer>Made by <code>hpsearch report</code>. The figures are PNG files next to this "
         "page; the data behind them comes from hpsearch.results.</footer>",

@@ -25,16 +25,29 @@ Layout of ``write_fake_study(url, rounds=3, trials_per_round=6, epochs=4)``:
   (UTC); study attributes hold the study file, overrides, metric and, when
   ``final_eval``, a final evaluation.
 
+Options for the studies real runs leave behind (the report's robustness tests):
+``box`` (the first round's box instead of :data:`FULL_BOX`, e.g. a categorical
+with one choice or a range with ``low == high``), ``states`` (the state of the
+trial at each position of every round instead of the layout above, cycled;
+``DIVERGED`` is a FAIL whose last recorded epoch has NaN losses), ``values``
+(each finished trial's value from its number, e.g. all equal),
+``curve_nan`` (NaN losses and accuracies in epoch 2 of every curve),
+``recorded_box`` (the distributions every trial records, as hpsearch records
+the study file's ranges while a box that slid past an edge samples beyond
+them: values outside them are written as they are) and ``open_round`` (with
+``running``, the running round's record too, started but not ended).
+
 :func:`postgres_database` makes a fresh PostgreSQL database for one test and
 drops it afterwards (skipping the test when no server answers).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +69,7 @@ START = dt.datetime(2026, 1, 2, 3, 4, 5, 250000, tzinfo=dt.UTC)
 TRIAL_SPACING = 2.5
 PARAMS = ("lr", "weight_decay", "dropout_ratio", "batchnorm", "batch_size", "activation")
 TOP_K = 3
+_STATES = ("COMPLETE", "PRUNED", "FAIL", "DIVERGED")
 MARGIN = 0.1
 
 FULL_BOX: dict[str, dict[str, Any]] = {
@@ -165,12 +179,14 @@ def _sample(box: dict[str, dict[str, Any]], rng: np.random.Generator) -> dict[st
     return params
 
 
-def _distributions(box: dict[str, dict[str, Any]]) -> dict[str, BaseDistribution]:
+def _distributions(
+    box: dict[str, dict[str, Any]], full: dict[str, dict[str, Any]]
+) -> dict[str, BaseDistribution]:
     out: dict[str, BaseDistribution] = {}
     for name, spec in box.items():
         if "choices" in spec:
             # Optuna needs the same choices in every trial: always the full set.
-            out[name] = CategoricalDistribution(FULL_BOX[name]["choices"])
+            out[name] = CategoricalDistribution(full[name]["choices"])
         elif spec.get("int"):
             out[name] = IntDistribution(int(spec["low"]), int(spec["high"]))
         else:
@@ -213,9 +229,18 @@ def _public_box(box: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _curve(params: dict[str, Any], epochs: int, rng: np.random.Generator) -> records.Curve:
-    quality = 0.95 - 0.04 * abs(math.log10(params["lr"]) + 3) - 0.2 * params["dropout_ratio"]
-    quality += 0.02 if params["batchnorm"] else 0.0
+def _curve(
+    params: dict[str, Any],
+    epochs: int,
+    rng: np.random.Generator,
+    *,
+    nan_epochs: tuple[int, ...] = (),
+    nan_accuracy: bool = False,
+) -> records.Curve:
+    """A plausible curve; losses (and with ``nan_accuracy`` accuracies) NaN in ``nan_epochs``."""
+    lr = float(params.get("lr", 1e-3))
+    quality = 0.95 - 0.04 * abs(math.log10(lr) + 3) - 0.2 * float(params.get("dropout_ratio", 0))
+    quality += 0.02 if params.get("batchnorm") else 0.0
     rows = {k: [] for k in records.CURVE_FIELDS}
     for e in range(1, epochs + 1):
         frac = 1 - 0.5**e
@@ -225,6 +250,11 @@ def _curve(params: dict[str, Any], epochs: int, rng: np.random.Generator) -> rec
         rows["train_loss"].append(float(2.3 * (1 - frac) + 0.1 + rng.uniform(0, 0.01)))
         rows["val_loss"].append(float(2.3 * (1 - frac) + 0.2 + rng.uniform(0, 0.01)))
         rows["seconds"].append(0.25)
+        if e in nan_epochs:
+            names = records.CURVE_FIELDS if nan_accuracy else ("train_loss", "val_loss")
+            for k in names:
+                if k != "seconds":
+                    rows[k][-1] = math.nan
     return records.Curve(**{k: tuple(v) for k, v in rows.items()})
 
 
@@ -241,12 +271,23 @@ def write_fake_study(
     final_eval: bool = True,
     node: str = "node-a",
     backend: str = "numpy",
+    box: Mapping[str, Mapping[str, Any]] | None = None,
+    states: Sequence[str] | None = None,
+    values: Callable[[int], float] | None = None,
+    curve_nan: bool = False,
+    recorded_box: Mapping[str, Mapping[str, Any]] | None = None,
+    open_round: bool = False,
 ) -> FakeStudy:
     """Record a finished (or, with ``running``, unfinished) search in ``storage``.
 
     ``storage`` is a URL (opened with ``create=True`` and closed afterwards) or
-    an Optuna storage. Deterministic for a given ``seed``.
+    an Optuna storage. Deterministic for a given ``seed``. The options after
+    ``backend`` are described in the module docstring; ``states`` entries are
+    ``COMPLETE``, ``PRUNED``, ``FAIL`` (worker died, no curve) and ``DIVERGED``.
     """
+    for state in states or ():
+        if state not in _STATES:
+            raise ValueError(f"states: got {state!r}; allowed: {', '.join(_STATES)}")
     own = isinstance(storage, str)
     rdb = fast_writer(storage) if own else storage
     try:
@@ -262,6 +303,12 @@ def write_fake_study(
             final_eval=final_eval,
             node=node,
             backend=backend,
+            box={k: dict(v) for k, v in (box or FULL_BOX).items()},
+            states=tuple(states) if states else None,
+            value_of=values,
+            curve_nan=curve_nan,
+            recorded_box=recorded_box,
+            open_round=open_round,
         )
     finally:
         if own:
@@ -298,6 +345,12 @@ def _write(
     final_eval: bool,
     node: str,
     backend: str,
+    box: dict[str, dict[str, Any]],
+    states: tuple[str, ...] | None,
+    value_of: Callable[[int], float] | None,
+    curve_nan: bool,
+    recorded_box: Mapping[str, Mapping[str, Any]] | None,
+    open_round: bool,
 ) -> FakeStudy:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = "val_accuracy" if direction == "maximize" else "val_loss"
@@ -318,14 +371,29 @@ def _write(
 
     written: list[FakeTrial] = []
     round_records: list[records.RoundRecord] = []
-    box = {k: dict(v) for k, v in FULL_BOX.items()}
+    full = {k: dict(v) for k, v in box.items()}
+    fixed = _distributions(dict(recorded_box), dict(recorded_box)) if recorded_box else None
     number = 0
     for r in range(rounds):
-        dists = _distributions(box)
+        dists = fixed or _distributions(box, full)
         this_round: list[FakeTrial] = []
         for pos in range(trials_per_round):
             params = _sample(box, rng)
-            fake = _make_trial(number, r, pos, params, epochs, direction, seed, rng)
+            state = states[pos % len(states)] if states else None
+            fake = _make_trial(
+                number,
+                r,
+                pos,
+                params,
+                epochs,
+                direction,
+                seed,
+                rng,
+                state=state,
+                curve_nan=curve_nan,
+            )
+            if value_of is not None and fake.value is not None:
+                fake = dataclasses.replace(fake, value=float(value_of(number)))
             this_round.append(fake)
             _add(study, fake, dists, node=node, backend=backend)
             number += 1
@@ -343,7 +411,9 @@ def _write(
             best=top[0].value if top else None,
             median=float(np.median(values)) if values else None,
             started_at=this_round[0].start.isoformat(),
-            ended_at=max(t.complete for t in this_round if t.complete).isoformat(),
+            ended_at=max(t.complete for t in this_round if t.complete).isoformat()
+            if this_round
+            else None,
             moved_edges=[],
         )
         study.set_user_attr(records.round_key(r), rec.to_dict())
@@ -351,7 +421,16 @@ def _write(
         if top:
             box = _narrow(box, [t.params for t in top])
 
-    dists = _distributions(box)
+    dists = fixed or _distributions(box, full)
+    if running and open_round:
+        rec = records.RoundRecord(
+            index=rounds,
+            box=_public_box(box),
+            n_trials=trials_per_round,
+            started_at=(START + dt.timedelta(seconds=TRIAL_SPACING * number)).isoformat(),
+        )
+        study.set_user_attr(records.round_key(rounds), rec.to_dict())
+        round_records.append(rec)
     for pos in range(running):
         params = _sample(box, rng)
         start = START + dt.timedelta(seconds=TRIAL_SPACING * number)
@@ -378,7 +457,7 @@ def _write(
         number += 1
 
     evaluation = None
-    if final_eval:
+    if final_eval and any(t.state == "COMPLETE" for t in written):
         # The run loop's layout (hpsearch.search): best trial retrained per seed.
         best_trial = FakeStudy(name, direction, metric, tuple(written), (), None, "").best
         accs = [0.91, 0.93, 0.92]
@@ -415,7 +494,11 @@ def _make_trial(
     direction: str,
     seed: int,
     rng: np.random.Generator,
+    *,
+    state: str | None = None,
+    curve_nan: bool = False,
 ) -> FakeTrial:
+    """Trial ``number``; ``state`` None follows the module's default layout."""
     start = START + dt.timedelta(seconds=TRIAL_SPACING * number)
     complete = start + dt.timedelta(seconds=1.25 + 0.1 * pos)
     common = dict(
@@ -427,7 +510,20 @@ def _make_trial(
         start=start,
         complete=complete,
     )
-    if r == 0 and pos == 2:
+    nan_epochs = (2,) if curve_nan else ()
+    if state == "DIVERGED":
+        curve = _curve(params, 3, rng, nan_epochs=(3,), nan_accuracy=True)
+        return FakeTrial(
+            **common,
+            state="FAIL",
+            value=None,
+            epochs=3,
+            diverged=True,
+            stopped=False,
+            fail_reason="diverged: loss became NaN or infinite in epoch 3",
+            curve=curve,
+        )
+    if state is None and r == 0 and pos == 2:
         curve = _curve(params, 2, rng)
         return FakeTrial(
             **common,
@@ -439,7 +535,7 @@ def _make_trial(
             fail_reason="training loss diverged (nan) in epoch 3",
             curve=curve,
         )
-    if r == 1 and pos == 2:
+    if (state is None and r == 1 and pos == 2) or state == "FAIL":
         return FakeTrial(
             **common,
             state="FAIL",
@@ -450,16 +546,17 @@ def _make_trial(
             fail_reason="worker died: node-b lost",
             curve=None,
         )
-    n = max(1, epochs - 1) if pos == 1 else epochs
-    curve = _curve(params, n, rng)
+    pruned = state == "PRUNED" if state is not None else pos == 1
+    n = max(1, epochs - 1) if pruned else epochs
+    curve = _curve(params, n, rng, nan_epochs=nan_epochs, nan_accuracy=True)
     value = curve.val_accuracy[-1] if direction == "maximize" else curve.val_loss[-1]
     return FakeTrial(
         **common,
-        state="PRUNED" if pos == 1 else "COMPLETE",
+        state="PRUNED" if pruned else "COMPLETE",
         value=value,
         epochs=n,
         diverged=False,
-        stopped=pos == 1,
+        stopped=pruned,
         fail_reason=None,
         curve=curve,
     )
@@ -491,21 +588,25 @@ def _add(
         intermediate = {e + 1: v for e, v in enumerate(fake.curve.val_accuracy)}
     if fake.fail_reason:
         attrs[records.TRIAL_FAIL_REASON] = fake.fail_reason
-    study.add_trial(
-        FrozenTrial(
-            number=-1,
-            state=TrialState[fake.state],
-            value=fake.value,
-            datetime_start=fake.start,
-            datetime_complete=fake.complete,
-            params=fake.params,
-            distributions={k: dists[k] for k in fake.params},
-            user_attrs=attrs,
-            system_attrs={},
-            intermediate_values=intermediate,
-            trial_id=-1,
-        )
+    frozen = FrozenTrial(
+        number=-1,
+        state=TrialState[fake.state],
+        value=fake.value,
+        datetime_start=fake.start,
+        datetime_complete=fake.complete,
+        params=fake.params,
+        distributions={k: dists[k] for k in fake.params},
+        user_attrs=attrs,
+        system_attrs={},
+        intermediate_values=intermediate,
+        trial_id=-1,
     )
+    if all(
+        d._contains(d.to_internal_repr(fake.params[k])) for k, d in frozen.distributions.items()
+    ):
+        study.add_trial(frozen)
+    else:  # a value outside its recorded range, as hpsearch writes it: Optuna's check is skipped
+        study._storage.create_new_trial(study._study_id, template_trial=frozen)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------

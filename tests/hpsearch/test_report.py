@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import struct
@@ -20,7 +21,7 @@ from hpsearch import records, report, results
 from hpsearch.cli import main
 from hpsearch.errors import HPSearchError, StudyNotFoundError
 from hpsearch.report.figures import draw_curves
-from tests.hpsearch.fake_study import FakeStudy, write_fake_study
+from tests.hpsearch.fake_study import FULL_BOX, FakeStudy, write_fake_study
 
 FIGURE_FILES = {f"{key}.png" for key in report.FIGURES}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -402,6 +403,265 @@ def test_top_limits_the_learning_curve_panels(recorded, tmp_path):
     assert fig.notes == ()
     with pytest.raises(ValueError, match="top: got 0"):
         report.top_trials(data, top=0)
+
+
+# --- studies real runs leave behind: the report never fails -------------------------------
+
+LR_BEYOND = {"lr": {"low": 1e-6, "high": 1e-4, "log": True}}
+"""Recorded range of lr in ``beyond``: trials sample up to 1e-2, as hpsearch records the study
+file's range while a box that slid past its edge (``hard_high``) samples beyond it."""
+
+ODD = {
+    # study: (write_fake_study options, figures drawn, phrases the page must hold)
+    "all_pruned": (
+        dict(states=["PRUNED"], final_eval=False),
+        {"lr_weight_decay"},
+        [
+            "no trial completed with a value (18 PRUNED), so there is no metric to show",
+            "parameter importances need at least 5 COMPLETE trials; this study has 0",
+            "No best trial: no trial completed with a value",
+        ],
+    ),
+    "one_complete": (
+        dict(
+            states=["COMPLETE", "PRUNED", "PRUNED", "FAIL", "DIVERGED", "PRUNED"],
+            rounds=1,
+            final_eval=False,
+        ),
+        {"curves", "lr_weight_decay", "rounds", "batchnorm_dropout"},
+        [
+            "only 1 trial completed, fewer than the 20 asked for",
+            "this study has 1",
+            "diverged: loss became NaN or infinite in epoch 3",
+        ],
+    ),
+    "zero_complete": (
+        dict(states=["PRUNED", "FAIL", "DIVERGED"], final_eval=False),
+        {"lr_weight_decay"},
+        [
+            "no trial completed with a value (12 FAIL, 6 PRUNED)",
+            "No best trial",
+            "Failed trials (12)",
+            "worker died: node-b lost",
+        ],
+    ),
+    "one_choice": (
+        dict(
+            box=FULL_BOX | {"activation": {"choices": ["relu"]}, "batchnorm": {"choices": [True]}}
+        ),
+        set(report.FIGURES),
+        [
+            "activation left out: one value only (relu)",
+            "batchnorm left out: one value only (True)",
+            "every COMPLETE trial had batch norm on, so there is nothing to compare",
+            'nowrap">{True}</td>',
+        ],
+    ),
+    "single_value": (
+        dict(
+            box=FULL_BOX
+            | {
+                "lr": {"low": 1e-3, "high": 1e-3, "log": True},
+                "dropout_ratio": {"low": 0.25, "high": 0.25, "log": False},
+            }
+        ),
+        set(report.FIGURES),
+        [
+            "lr left out: one value only (0.001)",
+            "dropout_ratio left out: one value only (0.25)",
+            "0.001 … 0.001",
+        ],
+    ),
+    "nan_curves": (dict(curve_nan=True), set(report.FIGURES), []),
+    "diverged": (
+        dict(states=["COMPLETE", "DIVERGED"]),
+        set(report.FIGURES),
+        ["Failed trials (9)", "diverged: loss became NaN or infinite in epoch 3"],
+    ),
+    "running": (
+        dict(running=3, open_round=True, final_eval=False),
+        set(report.FIGURES),
+        [
+            "round 4 is still running: none of its trials completed yet",
+            "not finished (or not an hpsearch run)",
+            "3 RUNNING",
+        ],
+    ),
+    "identical": (
+        dict(values=lambda n: 0.5),
+        set(report.FIGURES) - {"importances"},
+        [
+            "every COMPLETE trial has the same val_accuracy (0.5), so there is no variation "
+            "for the parameters to explain",
+        ],
+    ),
+    "rounding_noise": (
+        # values that differ by ~1e-16: Optuna's fANOVA finds zero variance in every tree
+        dict(values=lambda n: 0.5 + (n % 2) * 1e-16),
+        set(report.FIGURES) - {"importances"},
+        ["varies by 1.11e-16 only, too little for fANOVA to attribute to the parameters"],
+    ),
+    "beyond": (dict(recorded_box=FULL_BOX | LR_BEYOND), set(report.FIGURES), []),
+}
+
+
+def write_plain_odd(url: str, name: str = "plain_odd") -> None:
+    """A plain Optuna study: NaN intermediate values, an infinite value, a FAIL (NaN)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # Optuna warns of the NaN it records
+    study = optuna.create_study(
+        storage=url, study_name=name, direction="maximize", sampler=optuna.samplers.RandomSampler(0)
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        wd = trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True)
+        for step in range(3):
+            trial.report(math.nan if step == 1 else 0.3 + 0.1 * step, step)
+        if trial.number == 7:
+            return math.nan  # Optuna records it as FAIL
+        return math.inf if trial.number == 2 else 1.0 - abs(math.log10(lr) + 1.5) / 5 - wd
+
+    study.optimize(objective, n_trials=10)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory) -> str:
+    """One database with the studies of :data:`ODD` and ``plain_odd``."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('odd') / 'results.db'}"
+    for name, (options, _, _) in ODD.items():
+        write_fake_study(url, name, **options)
+    write_plain_odd(url)
+    return url
+
+
+@pytest.mark.parametrize("name", list(ODD))
+def test_report_of_an_odd_study_is_written_and_says_what_is_left_out(odd, tmp_path, caplog, name):
+    _, drawn, phrases = ODD[name]
+    with caplog.at_level(logging.WARNING, logger="hpsearch.report"):
+        index = report.write_report(odd, name, tmp_path / name)
+    page = index.read_text(encoding="utf-8")
+    assert {p.stem for p in index.parent.glob("*.png")} == drawn
+    assert sorted(_img_sources(page)) == sorted(f"{k}.png" for k in drawn)
+    assert "could not be" not in page  # every gap has its own reason, no exception swallowed
+    for phrase in phrases:
+        assert phrase in page, phrase
+    # One warning per figure left out, naming it and why (the CLI prints them on stderr).
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(report.FIGURES) - len(drawn), warnings
+    for message in warnings:
+        assert message.startswith(f"report {name!r}: left out the figure ")
+        assert "\n" not in message
+
+
+def test_importances_of_values_beyond_their_recorded_range(odd):
+    # The crash users met: hpsearch records the study file's ranges while a box that slid past
+    # an edge samples beyond them, and Optuna's fANOVA then computes negative variances.
+    study = optuna.load_study(study_name="beyond", storage=odd)
+    assert max(t.params["lr"] for t in study.trials) > LR_BEYOND["lr"]["high"]
+    with pytest.raises(AssertionError):
+        optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    info = report.param_importances(odd, "beyond")
+    assert info["note"] is None
+    assert "lr" in info["importances"] and sum(info["importances"].values()) == pytest.approx(1)
+
+
+def test_curves_keep_their_nan_points(odd):
+    curves = report.top_curves(odd, "nan_curves", top=3)
+    at_2 = curves[curves["epoch"] == 2]
+    assert len(at_2) == 3 and at_2["val_accuracy"].isna().all()
+    assert curves[curves["epoch"] != 2]["val_accuracy"].notna().all()
+
+
+def test_plain_study_with_nan_and_infinite_values(odd, tmp_path):
+    index = report.write_report(odd, "plain_odd", tmp_path / "plain_odd")
+    page = index.read_text(encoding="utf-8")
+    assert {p.stem for p in index.parent.glob("*.png")} == {
+        "curves",
+        "lr_weight_decay",
+        "importances",
+    }
+    done = report.complete_trials(odd, "plain_odd")
+    assert 2 not in set(done["number"])  # +inf is no best value
+    assert done["value"].map(math.isfinite).all() and len(done) == 8
+    assert f'<td class="text">{int(done["number"].iloc[0])}</td>' in page
+    assert "inf" not in page.split('id="best"')[1].split("</table>")[0]
+
+
+def test_an_evaluator_assertion_leaves_out_the_importances_only(odd, tmp_path, monkeypatch):
+    def fails(self, study, params=None, *, target=None):
+        raise AssertionError  # what Optuna's fANOVA raises on a negative variance
+
+    monkeypatch.setattr(optuna.importance.FanovaImportanceEvaluator, "evaluate", fails)
+    index = report.write_report(odd, "diverged", tmp_path / "r")
+    page = index.read_text(encoding="utf-8")
+    assert {p.stem for p in index.parent.glob("*.png")} == set(report.FIGURES) - {"importances"}
+    assert "Optuna&#x27;s fANOVA evaluator failed (AssertionError: no message)" in page
+
+
+def test_a_figure_that_raises_is_left_out_with_the_reason(odd, tmp_path, monkeypatch, caplog):
+    from hpsearch.report import figures
+
+    def boom(data, out_dir):
+        (out_dir / "rounds.png").write_bytes(b"half a PNG")
+        raise ValueError("Axis limits cannot be NaN")
+
+    monkeypatch.setattr(figures, "draw_rounds", boom)
+    with caplog.at_level(logging.WARNING, logger="hpsearch.report"):
+        index = report.write_report(odd, "diverged", tmp_path / "r")
+    page = index.read_text(encoding="utf-8")
+    assert not (index.parent / "rounds.png").exists()  # nothing half-written is shown
+    assert {p.stem for p in index.parent.glob("*.png")} == set(report.FIGURES) - {"rounds"}
+    assert "it could not be drawn (ValueError: Axis limits cannot be NaN)" in page
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "report 'diverged': left out the figure 'The metric round by round': it could not be "
+        "drawn (ValueError: Axis limits cannot be NaN)"
+    ]
+
+
+def test_a_section_that_raises_is_left_out_with_the_reason(odd, tmp_path, monkeypatch, caplog):
+    from hpsearch.report import page as page_module
+
+    def boom(data):
+        raise KeyError("wall_seconds")
+
+    monkeypatch.setattr(page_module, "_rounds_section", boom)
+    with caplog.at_level(logging.WARNING, logger="hpsearch.report"):
+        index = report.write_report(odd, "diverged", tmp_path / "r")
+    page = index.read_text(encoding="utf-8")
+    assert "The rounds table could not be computed (KeyError: &#x27;wall_seconds&#x27;)" in page
+    assert "Test accuracy" in page and len(_img_sources(page)) == len(report.FIGURES)
+    assert any("left out the rounds table" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("name", [*ODD, "plain_odd"])
+def test_cli_report_of_an_odd_study_exits_0(odd, tmp_path, capsys, name):
+    out = tmp_path / "cli"
+    assert main(["report", name, "--storage", odd, "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "index.html")
+    assert (out / "index.html").is_file()
+
+
+def test_cli_prints_one_warning_line_per_part_left_out(odd, tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "report", "all_pruned", "--storage", odd, "-o",
+         str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    left_out = [line for line in lines if "left out" in line]
+    assert len(left_out) == 4 and all(
+        line.startswith("hpsearch: WARNING: report 'all_pruned': left out the figure ")
+        for line in left_out
+    )
+    assert "Traceback" not in run.stderr
+    assert lines[-1] == f"hpsearch: wrote the report of 'all_pruned' to {tmp_path / 'r'}"
 
 
 # --- CLI --------------------------------------------------------------------------------
