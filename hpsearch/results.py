@@ -961,7 +961,8 @@ def export(
             times ISO-8601 with ``+00:00``; floats written exactly; list
             columns (rounds) as JSON arrays. Plain ``pandas.read_csv`` reads
             it; :func:`read_export` also restores the dtypes.
-        parquet: via pyarrow; dtypes are stored in the file.
+        parquet: via pyarrow (the ``parquet`` extra: ``pip install
+            'hpsearch[parquet]'``); dtypes are stored in the file.
         json: pandas' Table Schema layout (``{"schema": ..., "data": [...]}``,
             readable by ``pandas.read_json(path, orient="table")``), floats
             written exactly, NaN/NA as ``null``.
@@ -979,11 +980,15 @@ def export(
 
     Raises:
         StudyNotFoundError, StorageError: As the readers.
-        HPSearchError: Unknown format or table, or the file cannot be written.
+        HPSearchError: Unknown format or table, Parquet without pyarrow
+            installed (before anything is read or written), or the file
+            cannot be written.
     """
     out = Path(path)
     fmt = _resolve_format(out, format)
     _check_table(table)
+    if fmt == "parquet":
+        _require_pyarrow("export")
     reader = {"trials": trials, "curves": curves, "rounds": rounds}[table]
     frame = reader(storage, name)
     try:
@@ -991,6 +996,17 @@ def export(
     except OSError as exc:
         raise HPSearchError(f"export: cannot write {out}: {exc.strerror or exc}") from exc
     return out
+
+
+def _require_pyarrow(action: str) -> None:
+    """Raise :class:`HPSearchError` naming the extra to install when pyarrow is missing."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise HPSearchError(
+            f"{action} format parquet: needs pyarrow, which is not installed; install the "
+            "parquet extra: pip install 'hpsearch[parquet]' (or use csv or json)"
+        ) from None
 
 
 def _write(frame: pd.DataFrame, path: Path, fmt: str, table: str) -> None:
@@ -1001,7 +1017,7 @@ def _write(frame: pd.DataFrame, path: Path, fmt: str, table: str) -> None:
             encoded[column] = [None if v is None else json.dumps(v) for v in frame[column]]
         encoded.to_csv(path, index=False)
     elif fmt == "parquet":
-        frame.to_parquet(path, index=False)
+        frame.to_parquet(path, index=False, engine="pyarrow")
     else:
         from pandas.io.json import build_table_schema
 
@@ -1050,7 +1066,8 @@ def read_export(
         JSON reads back as NaN (JSON has no infinities).
 
     Raises:
-        HPSearchError: Unknown format or table, or the file cannot be read.
+        HPSearchError: Unknown format or table, Parquet without pyarrow
+            installed, or the file cannot be read.
     """
     src = Path(path)
     fmt = _resolve_format(src, format)
@@ -1059,7 +1076,8 @@ def read_export(
         if fmt == "csv":
             return _read_csv(src, table)
         if fmt == "parquet":
-            return _restore_parquet(pd.read_parquet(src), table)
+            _require_pyarrow("read_export")
+            return _restore_parquet(pd.read_parquet(src, engine="pyarrow"), table)
         return _read_json(src, table)
     except OSError as exc:
         raise HPSearchError(f"read_export: cannot read {src}: {exc.strerror or exc}") from exc

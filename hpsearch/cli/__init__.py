@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hpsearch.cli import query, report, run
+    from hpsearch.cli import query, report, run, studies
 
     parser = _Parser(
         prog="hpsearch",
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     query.register(sub)
     report.register(sub)
+    studies.register(sub)
     return parser
 
 

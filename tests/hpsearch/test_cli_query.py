@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pandas.testing import assert_frame_equal
 
@@ -10,6 +14,7 @@ from hpsearch.cli import main
 from hpsearch.storage_url import close_storage, open_storage
 from tests.hpsearch.fake_study import FakeStudy, write_fake_study
 
+REPO = Path(__file__).resolve().parents[2]
 RAY_NODE_ID = "d13f71844785d832f3699bd8898afd7c61aaf326b1ec84190c835a98"
 
 
@@ -215,6 +220,34 @@ def test_export_curves_and_rounds_tables(recorded, capsys, tmp_path):
         assert code == 0
         expected = getattr(results, table)(url, "up")
         assert_frame_equal(results.read_export(path, table=table), expected)
+
+
+def test_parquet_without_pyarrow_names_the_extra_and_writes_nothing(recorded, tmp_path):
+    # A plain install (no dev extra) has no pyarrow: simulate it before pandas is imported.
+    url, _, _ = recorded
+    out = tmp_path / "up.parquet"
+    code = (
+        "import sys\n"
+        "sys.modules['pyarrow'] = None\n"
+        "from hpsearch.cli import main\n"
+        "from hpsearch import results\n"
+        f"code = main(['export', 'up', '--storage', {url!r}, '-o', {str(out)!r}])\n"
+        "try:\n"
+        f"    results.read_export({str(out)!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "sys.exit(code)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr == (
+        "hpsearch: error: export format parquet: needs pyarrow, which is not installed; "
+        "install the parquet extra: pip install 'hpsearch[parquet]' (or use csv or json)\n"
+    )
+    assert run.stdout.startswith("HPSearchError read_export format parquet: needs pyarrow")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["show", "trials", "export"])
