@@ -1,8 +1,9 @@
 """gpus_per_trial: Ray assigns a GPU and the torch backend trains on it.
 
-This machine has no GPU, so Ray is given a fake one: the assignment reaches
-the trainer (which then reports that CUDA is not available here), proving the
-code path; without an assignment the same trial trains on the CPU.
+Ray is told the machine has one GPU. Without CUDA (CI) that GPU is fake: the
+assignment reaches the trainer, which selects ``cuda:0`` and reports that CUDA
+is not available, proving the code path. With CUDA the trial trains on the
+GPU and completes. Without an assignment the same trial trains on the CPU.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from hpsearch.worker import TrialTask, device_for
 from trainer.config import TrainConfig
 from trainer.datasets import make_synthetic
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.torch
 
 
 def test_device_follows_the_gpu_ray_assigned():
@@ -66,8 +69,13 @@ def test_a_fractional_gpu_reaches_the_torch_trainer(ray_with_fake_gpu):
         (outcome,) = with_gpu.wait(timeout=120)
     finally:
         with_gpu.close()
-    assert outcome.state == "FAIL"
-    assert "cuda:0" in outcome.fail_reason  # the assigned GPU was selected
+    if torch.cuda.is_available():
+        assert outcome.state == "COMPLETE", outcome.fail_reason  # trained on cuda:0
+        assert outcome.backend == "torch"
+    else:
+        assert outcome.state == "FAIL"
+        assert "cuda:0" in outcome.fail_reason  # the assigned GPU was selected
+        assert "CUDA is not available" in outcome.fail_reason
 
     cpu_only = RayExecutor(data, workers=1, gpus_per_trial=0)
     try:

@@ -4,7 +4,7 @@ Writes the report of a recorded study, opens ``index.html`` from disk in
 Debian's ``chromium`` (installed by ``.ci/run``), takes a screenshot and scans
 Chromium's log for console messages: the page has no JavaScript, so any
 console line (an uncaught error, a blocked resource) is a failure. Skips, with
-the reason, when Chromium is not installed.
+the reason, when Chromium is not installed (a failure in CI, see tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import pytest
 
 from hpsearch import report
 from tests.hpsearch.fake_study import write_fake_study
+
+pytestmark = pytest.mark.browser
 
 WINDOW = (1280, 2000)
 # Chromium logs page console messages as "...:INFO:CONSOLE(12)] "message", source: ..."

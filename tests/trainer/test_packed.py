@@ -451,8 +451,12 @@ def test_the_batched_torch_path_matches_within_tolerance(
     assert built and built[0].batched
 
 
-@pytest.mark.skipif(torch is None or not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(
+    torch is None or not torch.cuda.is_available(),
+    reason="needs a CUDA device; this machine has none",
+)
 @pytest.mark.torch
+@pytest.mark.cuda
 def test_a_pack_on_the_gpu_matches_its_solo_runs(data: Dataset) -> None:
     base = BASE.replace(backend="torch", device="cuda", dtype="float64", batchnorm=True)
     assert_packed_equals_alone(four_trials(base.replace(optimizer="momentum")), data)

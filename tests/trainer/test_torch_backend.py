@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import sys
 import warnings
@@ -327,10 +326,17 @@ def test_explicit_cpu_device() -> None:
     assert math.isfinite(model.train_step(data.x_train[:32], data.y_train[:32]))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
-def test_unavailable_cuda_is_a_config_error(device: str) -> None:
-    with pytest.raises(ConfigError, match=rf"device: got '{device}'.*CUDA is not available"):
+@pytest.mark.parametrize("index", [None, 1])
+def test_unavailable_cuda_is_a_config_error(index: int | None) -> None:
+    # Without CUDA any cuda device is unavailable; with CUDA, one past the last device is.
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        device = f"cuda:{count + (index or 0)}"
+        expected = rf"device: got '{device}' but only {count} CUDA device\(s\) exist"
+    else:
+        device = "cuda" if index is None else f"cuda:{index}"
+        expected = rf"device: got '{device}'.*CUDA is not available"
+    with pytest.raises(ConfigError, match=expected):
         TorchModel(small_config(device=device), N_FEATURES, N_CLASSES, run_seeds(0))
 
 
@@ -339,7 +345,10 @@ def test_unknown_device_is_a_config_error() -> None:
         TorchModel(small_config(device="gpu0"), N_FEATURES, N_CLASSES, run_seeds(0))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device; this machine has none"
+)
 def test_cuda_matches_cpu() -> None:
     data = blobs()
     histories = [
@@ -359,17 +368,6 @@ def test_missing_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- parity with the NumPy backend --------------------------------------------------
 
 
-def has_numpy_backend() -> bool:
-    try:
-        return importlib.util.find_spec("trainer.numpy_backend.model") is not None
-    except ImportError:  # trainer.numpy_backend itself is not there yet
-        return False
-
-
-HAS_NUMPY_BACKEND = has_numpy_backend()
-
-
-@pytest.mark.skipif(not HAS_NUMPY_BACKEND, reason="trainer.numpy_backend.model not written yet")
 @pytest.mark.parametrize("batchnorm", [False, True])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_same_history_as_numpy_in_float64(optimizer: str, batchnorm: bool) -> None:
@@ -396,7 +394,6 @@ def test_same_history_as_numpy_in_float64(optimizer: str, batchnorm: bool) -> No
             )
 
 
-@pytest.mark.skipif(not HAS_NUMPY_BACKEND, reason="trainer.numpy_backend.model not written yet")
 def test_same_history_as_numpy_with_a_trailing_batch_of_one() -> None:
     # 193 = 6 * 32 + 1: every epoch ends with a one-sample batch, which batch norm
     # normalizes with its own statistics without touching the running ones.
