@@ -1,12 +1,19 @@
-"""Every benchmark script still runs: each is run with ``--smoke`` (tiny sizes).
+"""Every benchmark script still runs and measures what it claims: each is run with ``--smoke``.
 
-Benchmarks print figures and never assert timings; these tests only check that
-a script exits 0 and prints its table. To cover another script, add a test that
-calls :func:`run_benchmark` with its file name.
+Benchmarks print figures and never assert timings; neither do these tests.
+They check that a script exits 0, prints its table, and that its figures mean
+what its headers say: the sizes it states are the ones it ran, every rate is
+a positive number that was measured (not a placeholder), each ratio is the
+quotient of the figures it names (within the rounding of what is printed), a
+sum is the sum of its parts, and a count is what the workload implies. To
+cover another script, add a test that calls :func:`run_benchmark` with its
+file name.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,18 +41,76 @@ def run_benchmark(script: str, *args: str, timeout: float = 120.0) -> str:
     return result.stdout
 
 
+def _number(text: str) -> float:
+    """A printed figure (``1,234``, ``0.52``, ``8.46x``) as a float; fails on ``-`` or nan."""
+    value = float(text.replace(",", "").rstrip("x%"))
+    assert math.isfinite(value), f"not a measured figure: {text!r}"
+    return value
+
+
+def _half_unit(text: str) -> float:
+    """Half the last printed digit: the rounding error of a printed figure."""
+    digits = text.replace(",", "").rstrip("x%").partition(".")[2]
+    return 0.5 * 10.0 ** -len(digits)
+
+
+def assert_quotient(printed: str, numerator: str, denominator: str) -> None:
+    """``printed`` is ``numerator / denominator`` up to the rounding of all three."""
+    n, d, q = _number(numerator), _number(denominator), _number(printed)
+    dn, dd, dq = _half_unit(numerator), _half_unit(denominator), _half_unit(printed)
+    assert d - dd > 0, f"denominator {denominator!r} is not a measured positive figure"
+    low, high = (n - dn) / (d + dd), (n + dn) / (d - dd)
+    assert low - dq <= q <= high + dq, f"{printed} is not {numerator} / {denominator}"
+
+
+def _line(out: str, start: str) -> str:
+    lines = [line for line in out.splitlines() if line.strip().startswith(start)]
+    assert lines, f"no line starts with {start!r}"
+    return lines[0]
+
+
+def _columns(line: str) -> list[str]:
+    """A table row split on runs of two or more spaces (labels keep their single spaces)."""
+    return re.split(r"\s{2,}", line.strip())
+
+
 # -- trainer_speed.py -----------------------------------------------------------------
 
 
+@pytest.mark.torch
 def test_trainer_speed_smoke() -> None:
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     out = run_benchmark("trainer_speed.py")
     lines = out.splitlines()
+    # The smoke sizes it states: random data 200 x 20, batch 20, 5 steps, 2 repeats, both
+    # backends (the torch version is the installed one, so the torch column was measured).
+    assert lines[0].startswith(
+        "data: random float32 (200, 20); batch 20, float32, sgd; 5 steps per run, median of 2 "
+        "interleaved runs; 1 thread; wall clock; "
+    )
+    assert lines[0].endswith(f"torch {torch.__version__}")
     header = next(line for line in lines if line.startswith("config"))
     assert header.split() == ["config", "numpy", "samples/s", "torch", "samples/s", "numpy/torch"]
-    assert "+BN +dropout 0.5" in out
-    assert "float32 GEMM limit" in out
-    assert "fraction of the GEMM limit" in out
+    configs = ["20-8-8-10", "20-8-8-10 +BN", "20-8-8-10 +BN +dropout 0.5"]
+    rows = {_columns(line)[0]: _columns(line)[1:] for line in lines[lines.index(header) + 1 :][:3]}
+    assert list(rows) == configs
+    for numpy_rate, torch_rate, ratio in rows.values():
+        assert _number(numpy_rate) > 0 and _number(torch_rate) > 0
+        assert_quotient(ratio, numpy_rate, torch_rate)
+    # The GEMM limit's work per step: 3 x 2 x (20*8 + 8*8 + 8*10) x 20 = 36,480 FLOP, timed
+    # once per repeat and config (2 x 3 runs); GFLOP/s = samples/s / batch x FLOP per step.
+    assert "= 0.0365 MFLOP), median of 6 runs" in out
+    for library in ("numpy", "torch"):
+        rate, gflops = re.search(
+            rf"{library} matmul\s+([\d,]+) samples/s \(([\d.]+) GFLOP/s\)", out
+        ).groups()
+        assert _number(rate) > 0
+        assert _number(gflops) == pytest.approx(_number(rate) / 20 * 36_480 / 1e9, abs=0.051)
+    fractions = lines[lines.index(next(x for x in lines if x.startswith("fraction of the GEMM"))) :]
+    for config, line in zip(configs, fractions[1:4], strict=True):
+        label, numpy_fraction, torch_fraction = _columns(line)
+        assert label == config
+        assert _number(numpy_fraction) > 0 and _number(torch_fraction) > 0
 
 
 # -- packing.py -----------------------------------------------------------------------
@@ -65,12 +130,31 @@ def test_packing_smoke() -> None:
         "time)",
         "pack_pays",
     ]
+    assert "(smoke) 12-8-8-3 +BN +dropout, batch 20, 1 epochs, synthetic (128 train, 32 val)" in out
     table = out.split("(c) through hpsearch's driver")
+    assert len(table) == 2, "part (c), packing through the driver, did not run"
     rows = [line.split() for line in table[0].splitlines() if line.strip()[:1].isdigit()]
     assert [row[0] for row in rows] == ["1", "2"]
-    assert len(table) == 2, "part (c), packing through the driver, did not run"
+    # pack_pays is trainer.packed's rule for the workload it states (12-8-8-3, batch 20).
+    from trainer.config import TrainConfig
+    from trainer.packed import pack_pays
+
+    config = TrainConfig(hidden_sizes=(8, 8), batch_size=20, batchnorm=True, dropout_ratio=0.3)
+    pays = "yes" if pack_pays(config, 12, 3) else "no"
+    for _, alone, packed, ratio, cpu_ratio, row_pays in rows:
+        assert _number(alone) > 0 and _number(packed) > 0 and _number(cpu_ratio) > 0
+        assert_quotient(ratio, packed, alone)
+        assert row_pays == pays
+    assert "8 trials of [8, 8] +BN +dropout, batch 20, 1 epochs, 2 Ray workers" in table[1]
     driver_rows = [line.split() for line in table[1].splitlines() if line.strip()[:1].isdigit()]
     assert [row[0] for row in driver_rows] == ["1", "2"]
+    (_, search_1, vs_1, whole_1, whole_vs_1), (_, search_2, vs_2, whole_2, whole_vs_2) = driver_rows
+    assert vs_1 == whole_vs_1 == "1.00"  # the unpacked run is the reference
+    assert_quotient(vs_2, search_2, search_1)
+    assert_quotient(whole_vs_2, whole_2, whole_1)
+    # The search alone is never slower than the whole run it is part of.
+    assert _number(search_1) >= _number(whole_1) - 0.1
+    assert _number(search_2) >= _number(whole_2) - 0.1
 
 
 # -- short_trials.py ------------------------------------------------------------------
@@ -80,19 +164,53 @@ def test_packing_smoke() -> None:
 @pytest.mark.slow
 def test_short_trials_smoke() -> None:
     pytest.importorskip("ray.tune.search.optuna")
-    out = run_benchmark("short_trials.py", timeout=300.0)
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "short_trials.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300.0,
+        cwd=BENCHMARKS.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    # Every driver method it profiles was found and wrapped (else a part would read 0).
+    assert "not instrumented" not in result.stderr
+    assert "6 trials per run, 1 interleaved repeats" in out
     assert "== workload digits:" in out
     assert "Ray Tune fastest: " in out  # Tune's settings are stated
-    for way in (
+    ways = {
         "hpsearch, 2 workers, unpacked",
         "hpsearch, 2 workers, auto packing",
         "Ray Tune fastest, max_concurrent 2",
         "sequential Optuna loop",
-    ):
+    }
+    rows = {}
+    for way in ways:
         assert way in out, way
-    # Ratios against both goals for unpacked and packed hpsearch, never asserted on.
+        row = re.search(rf"^\s+{re.escape(way)}\s+\d+\s.*$", out, re.MULTILINE)
+        assert row, f"no table row for {way}"
+        rows[way] = _columns(row.group(0))
+    for _, runs, per_min, spread, wall, driver_ms, load, freed in rows.values():
+        # trials/min is the 6 trials over the wall time printed beside it (one run each).
+        assert runs == "1"
+        assert_quotient(per_min, "360.000", wall)
+        assert spread == f"{per_min}..{per_min}"
+        assert _number(driver_ms) > 0 and _number(load) >= 0 and _number(freed) >= 0
+    # Ratios against both goals for unpacked and packed hpsearch, never asserted on: each is
+    # the quotient of the two ways' rates (one run each: the inverse ratio of their walls),
+    # and the verdict follows the figure.
     assert out.count("goal >= 5x: ") == 2
     assert out.count("goal >= 1.5x: ") == 2
+    for hp in ("hpsearch, 2 workers, unpacked", "hpsearch, 2 workers, auto packing"):
+        for other, goal in (("Ray Tune fastest, max_concurrent 2", 5), ("sequential Optuna", 1.5)):
+            label = "Ray Tune best" if other.startswith("Ray") else "sequential loop"
+            line = next(x for x in out.splitlines() if x.strip().startswith(hp) and label in x)
+            ratio, verdict = re.search(
+                rf"([\d.]+)x\s+goal >= {goal}x: (met|NOT MET)", line
+            ).groups()
+            other_wall = rows[next(w for w in ways if w.startswith(other))][4]
+            assert_quotient(ratio, other_wall, rows[hp][4])
+            assert verdict == ("met" if float(ratio) >= goal else "NOT MET")
     for part in (
         "sampling",
         "storage: trial creation",
@@ -101,6 +219,30 @@ def test_short_trials_smoke() -> None:
         "result handling: fetch outcome",
     ):
         assert out.count(part) == 2, part  # one profile per hpsearch row
+    # Each profile's "driver busy" is the sum of its parts, each part was measured, and
+    # its wall per trial is the row's wall time over the 6 trials.
+    profiles = out.split("-- driver time per trial by part")[1:]
+    assert len(profiles) == 2
+    for way, profile in zip(
+        ("hpsearch, 2 workers, unpacked", "hpsearch, 2 workers, auto packing"),
+        profiles,
+        strict=True,
+    ):
+        lines = profile.splitlines()
+        start = next(i for i, x in enumerate(lines) if x.strip().startswith("part "))
+        end = next(i for i, x in enumerate(lines) if "= driver busy in the search loop" in x)
+        parts = [_columns(x) for x in lines[start + 1 : end]]
+        assert len(parts) == 10
+        assert all(
+            _number(wall_ms) >= 0 and _number(cpu_ms) >= 0 for _, wall_ms, cpu_ms, _ in parts
+        )
+        for label in ("sampling", "storage: trial creation", "dispatch: Ray submit"):
+            assert _number(next(p for p in parts if p[0].startswith(label))[1]) > 0, label
+        busy = _number(_columns(lines[end])[1])
+        assert busy == pytest.approx(sum(_number(p[1]) for p in parts), abs=0.006 * len(parts))
+        per_trial = re.search(r"wall per trial ([\d.]+) ms", profile).group(1)
+        wall = _number(rows[way][4])
+        assert _number(per_trial) == pytest.approx(wall / 6 * 1e3, abs=0.005 / 6 * 1e3 + 0.01)
 
 
 # -- overhead.py and cluster.py (start Ray) ---------------------------------------------
@@ -110,16 +252,52 @@ def test_short_trials_smoke() -> None:
 @pytest.mark.slow
 def test_overhead_smoke() -> None:
     out = run_benchmark("overhead.py", timeout=300)
+    assert "hpsearch overhead: 12 trials, median of 1 repeats" in out
     assert "overhead ms/trial" in out
-    assert "throughput ratio 2 workers / 1 worker" in out
+    rows = {}
+    for kind in ("1", "2", "2 packed"):
+        rows[kind] = _columns(_line(out, f"{kind}  "))[1:]
+    for kind, (rate, overhead, train) in rows.items():
+        # The trainers' own time was recorded, and overhead is what the docstring says:
+        # wall per trial minus trainer time per trial / workers (one repeat: no medians).
+        workers = 1 if kind == "1" else 2
+        assert _number(rate) > 0 and _number(train) > 0
+        wall_ms = 1e3 / _number(rate)
+        slack = 1e3 / (_number(rate) - 0.05) - wall_ms + 0.005 / workers + 0.005
+        assert _number(overhead) == pytest.approx(wall_ms - _number(train) / workers, abs=slack)
+    ratio_2 = re.search(r"throughput ratio 2 workers / 1 worker: ([\d.]+)", out).group(1)
+    assert_quotient(ratio_2, rows["2"][0], rows["1"][0])
+    packed = re.search(r"throughput ratio 2 workers packed \(8\) / 1 worker: ([\d.]+)", out)
+    assert_quotient(packed.group(1), rows["2 packed"][0], rows["1"][0])
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_cluster_smoke() -> None:
     out = run_benchmark("cluster.py", timeout=300)
-    assert "ratio cluster / single" in out
-    assert "all epochs trained, asha / none" in out
+    assert "throughput: 8 trials, median of 1 repeats" in out
+    single = re.search(r"single node \(2 CPUs\):\s+([\d.]+) trials/s", out).group(1)
+    cluster = re.search(r"3-node cluster \(0 \+ 1 \+ 1 CPUs\):\s+([\d.]+) trials/s", out).group(1)
+    ratio = re.search(r"ratio cluster / single: ([\d.]+) \(goal >= 0.9\)", out).group(1)
+    assert_quotient(ratio, cluster, single)
+    assert "pruning (asha vs none) on smoke, 1 repeat(s):" in out
+    header = _line(out, "best none")
+    row = out.splitlines()[out.splitlines().index(header) + 1].split()
+    best_none, best_asha, epochs_none, epochs_asha, s_none, s_asha, reached, totals = row
+    total_none, total_asha = (int(n) for n in totals.split("/"))
+    # Without a pruner every one of the 8 trials trains all 4 epochs; with ASHA each trains
+    # at least its first rung (1 epoch) and never more.
+    assert total_none == 8 * 4
+    assert 8 <= total_asha <= total_none
+    assert 0 < int(epochs_none) <= total_none and 0 < int(epochs_asha) <= total_asha
+    assert 0 <= _number(best_none) <= 1 and 0 <= _number(best_asha) <= 1
+    # "reached": ASHA's best came within 0.01 of the unpruned best.
+    assert reached == ("yes" if _number(best_asha) >= _number(best_none) - 0.01 - 1e-4 else "no")
+    assert _number(s_none) >= 0 and _number(s_asha) >= 0
+    e_ratio = re.search(r"unpruned best - 0.01, asha / none: ([\d.]+)", out).group(1)
+    assert_quotient(e_ratio, epochs_asha, epochs_none)
+    all_ratio = re.search(r"all epochs trained, asha / none: ([\d.]+) \(goal <= 0.5\)", out)
+    assert_quotient(all_ratio.group(1), str(total_asha), str(total_none))
 
 
 # -- search_quality.py (starts Ray) ---------------------------------------------------
