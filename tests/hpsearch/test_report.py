@@ -734,3 +734,60 @@ def test_report_of_the_quick_study_run_on_ray(ray_local, tmp_path, capsys):
     assert curves["trial"].nunique() == 20
     assert (curves.groupby("trial")["epoch"].max() == 10).all()
     assert curves[["train_accuracy", "val_accuracy"]].notna().all().all()
+
+
+SLIDING = """
+[study]
+name = "sliding"
+seed = 0
+sampler = "random"
+
+[data]
+dataset = "digits"
+train_samples = 300
+
+[model]
+hidden_sizes = [16]
+epochs = 3
+batch_size = 50
+
+[search.lr]
+low = 1e-4
+high = 1e-3
+log = true
+hard_high = 1.0
+
+[search.weight_decay]
+low = 1e-8
+high = 1e-4
+log = true
+
+[narrowing]
+rounds = 3
+trials_per_round = 6
+top_k = 2
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_report_of_a_run_whose_box_slid_past_the_file_range(ray_local, tmp_path, capsys):
+    # What led to the crash users met on mnist_ch6: SGD on digits learns best above lr 1e-3,
+    # so the box slides up past the file's range (hard_high) while the trials record the
+    # file's range as their distribution. Whether Optuna's fANOVA then fails its assertion
+    # depends on where its trees split (on mnist_ch6: 2 of 3 seeds); the fake study
+    # "beyond" reproduces the failure every time. Here: the report is whole, importances
+    # included.
+    study = tmp_path / "sliding.toml"
+    study.write_text(SLIDING, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'sliding.db'}"
+    assert main(["run", str(study), "--storage", url, "--quiet", "--workers", "2"]) == 0
+    recorded = optuna.load_study(study_name="sliding", storage=url)
+    beyond = [t for t in recorded.trials if t.params["lr"] > t.distributions["lr"].high]
+    assert beyond, "the box did not slide past lr's range: the scenario did not happen"
+    out = tmp_path / "report"
+    assert main(["report", "sliding", "--storage", url, "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert (out / "importances.png").is_file()
+    info = report.param_importances(url, "sliding")
+    assert info["note"] is None and set(info["importances"]) == {"lr", "weight_decay"}
