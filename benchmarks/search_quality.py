@@ -137,9 +137,9 @@ SMOKE_SETS = (
     "narrowing.rounds=2",
     "narrowing.trials_per_round=3",
     "narrowing.top_k=2",
-    "final_eval.seeds=2",
 )
 SMOKE_SEEDS = 2
+SMOKE_FINAL_EVAL_SEEDS = 2
 
 
 @dataclass(frozen=True)
@@ -273,15 +273,17 @@ def one_round(
     return out
 
 
-def build_strategies(problem_text: str, sets: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+def build_strategies(
+    problem_text: str, sets: Sequence[str] = (), *, final_seeds: int = FINAL_EVAL_SEEDS
+) -> dict[str, dict[str, Any]]:
     """Each strategy's study (parsed TOML tables) from a problem's study text.
 
-    The final evaluation is switched on (:data:`FINAL_EVAL_SEEDS` retrainings),
-    then ``sets`` are applied, then the strategies are derived (module doc).
+    The final evaluation is switched on (``final_seeds`` retrainings), then
+    ``sets`` are applied, then the strategies are derived (module doc).
     The study's ``name`` and ``seed`` are set per run by :func:`study_text`.
     """
     base = tomllib.loads(problem_text)
-    base["final_eval"] = {"enabled": True, "seeds": FINAL_EVAL_SEEDS}
+    base["final_eval"] = {"enabled": True, "seeds": final_seeds}
     base = apply_sets(base, sets)
     trials = trial_budget(base)
     narrow = copy.deepcopy(base)
@@ -847,8 +849,11 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int, str]]:
     """
     from hpsearch.config import parse_study
 
+    final_seeds = SMOKE_FINAL_EVAL_SEEDS if args.smoke else FINAL_EVAL_SEEDS
     studies = {
-        key: build_strategies(problem_text(PROBLEMS[key], smoke=args.smoke), args.set)
+        key: build_strategies(
+            problem_text(PROBLEMS[key], smoke=args.smoke), args.set, final_seeds=final_seeds
+        )
         for key in args.problems
     }
     todo = []
@@ -909,10 +914,11 @@ def report(runs: list[dict[str, Any]], problems: list[str], out: Path, smoke: bo
     """The table and goal lines per problem (stdout) and the figure."""
     problems = [p for p in problems if any(r["problem"] == p for r in runs)]
     seeds = sorted({r["seed"] for r in runs})
+    retrained = "/".join(str(n) for n in sorted({len(r["test_accuracy"]) for r in runs}))
     print(
         "search quality: every strategy of a problem searches the same region with the same "
         "trials, epochs and data; best val = the study's best validation value, test acc = "
-        f"its best configuration retrained {FINAL_EVAL_SEEDS}x on train+validation, per study "
+        f"its best configuration retrained {retrained}x on train+validation, per study "
         "the mean, then mean ± std (worst) over study seeds; collapsed = best val below "
         "random-1's worst seed" + ("  [SMOKE: tiny sizes, numbers mean nothing]" if smoke else "")
     )
