@@ -888,15 +888,21 @@ def run_all(args: argparse.Namespace, todo: list[tuple[str, str, int, str]]) -> 
     if args.save and args.save.exists():
         saved = {(r["text"], r["code"]) for r in load_runs([args.save])}
     runs = []
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    started = False  # Ray starts with the first study to run, once for all of them
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="search_quality-") as directory:
             for problem, strategy, seed, text in todo:
                 run = reusable.get((text, code))
                 if run is None:
+                    if not ray.is_initialized():
+                        ray.init(
+                            address="local",
+                            num_cpus=2,
+                            include_dashboard=False,
+                            logging_level="WARNING",
+                        )
+                        started = True
                     run = run_one(
                         problem, strategy, seed, text, directory, code=code, commit=commit
                     )
@@ -969,7 +975,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         nargs="+",
         default=[],
-        help="saved studies to take instead of running them again",
+        help="saved studies to take instead of running them again (a missing file is "
+        "skipped, so --reuse F --save F resumes a stopped run)",
     )
     parser.add_argument(
         "--replot", type=Path, nargs="+", help="table and figure from saved studies; runs nothing"
