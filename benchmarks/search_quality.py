@@ -38,8 +38,9 @@ Problems (``--problems``):
   benchmark follows its defaults (the chapter: mnist5k, 400 + 100 samples,
   784-100x6-10 SGD, 50 epochs);
 * ``digits_adam``: ``benchmarks/studies/digits_adam.toml``: the digits
-  64-50-50-10 network trained with Adam, whose good learning rates (0.01-0.1)
-  lie elsewhere than SGD's, with a search written like mnist_ch6's;
+  64-50-50-10 network trained with Adam for 24 steps, whose good learning
+  rates (0.02-0.06) lie elsewhere than SGD's, with a search written like
+  mnist_ch6's;
 * ``deep_tanh``: ``benchmarks/studies/deep_tanh.toml``: a 64-50x8-10 tanh
   network without batch norm, momentum SGD, searching lr, momentum and the
   initial weights' std. A different shape on purpose: no categorical, three
