@@ -791,41 +791,60 @@ def code_note(groups: Mapping[str, list[dict[str, Any]]]) -> list[str]:
 # --------------------------------------------------------------------------- figure
 
 
+def mean_curves(
+    groups: Mapping[str, list[dict[str, Any]]],
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per strategy: (epoch budgets, mean, SEM) of the best value so far over its
+    seeds, from the first budget at which every seed has a COMPLETE trial."""
+    top = max(total_epochs(r) for runs in groups.values() for r in runs)
+    grid = np.unique(np.geomspace(1, max(top, 2), 300).round())
+    out = {}
+    for strategy, runs in groups.items():
+        xs = grid[grid <= max(total_epochs(r) for r in runs)]
+        curves = np.array([[best_within(r, x) for x in xs] for r in runs])
+        full = ~np.isnan(curves).any(axis=0)
+        xs, curves = xs[full], curves[:, full]
+        if len(xs):
+            ddof_std = curves.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(xs))
+            out[strategy] = (xs, curves.mean(axis=0), ddof_std / math.sqrt(len(runs)))
+    return out
+
+
 def write_figure(runs: list[dict[str, Any]], problems: list[str], out: Path, title: str) -> None:
-    """One panel per problem: each strategy's anytime curve, mean ± SEM over seeds."""
+    """One column per problem: each strategy's anytime curve, mean ± SEM over seeds;
+    below, the same from the end of narrow's first round, zoomed on the top values."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
-        1, len(problems), figsize=(5.4 * len(problems), 4.6), dpi=110, squeeze=False
+        2, len(problems), figsize=(5.4 * len(problems), 8.4), dpi=110, squeeze=False
     )
-    for ax, problem in zip(axes[0], problems, strict=True):
+    for column, problem in enumerate(problems):
         groups = by_strategy(runs, problem)
-        top = max(total_epochs(r) for g in groups.values() for r in g)
-        grid = np.unique(np.geomspace(1, max(top, 2), 300).round())
-        for strategy, mine in groups.items():
-            xs = grid[grid <= max(total_epochs(r) for r in mine)]
-            curves = np.array([[best_within(r, x) for x in xs] for r in mine])
-            full = ~np.isnan(curves).any(axis=0)  # from where every seed has a value
-            xs, curves = xs[full], curves[:, full]
-            if not len(xs):
-                continue
-            mean = curves.mean(axis=0)
-            sem = curves.std(axis=0, ddof=1) / math.sqrt(len(mine)) if len(mine) > 1 else 0 * mean
-            color = COLORS[strategy]
-            ax.plot(xs, mean, color=color, lw=1.7, label=f"{strategy} ({len(mine)} seeds)")
-            ax.fill_between(xs, mean - sem, mean + sem, color=color, alpha=0.18, lw=0)
+        curves = mean_curves(groups)
         start = first_budget(groups)
+        for ax in axes[:, column]:
+            for strategy, (xs, mean, sem) in curves.items():
+                color, seeds = COLORS[strategy], len(groups[strategy])
+                ax.plot(xs, mean, color=color, lw=1.7, label=f"{strategy} ({seeds} seeds)")
+                ax.fill_between(xs, mean - sem, mean + sem, color=color, alpha=0.18, lw=0)
+            if start:
+                ax.axvline(start, color="tab:green", ls=":", lw=1, label="end of narrow's round 1")
+            ax.set_xscale("log")
+            ax.set_xlabel("cumulative epochs trained (pruned trials count theirs)")
+            ax.grid(True, which="both", alpha=0.25)
+        top, zoom = axes[0][column], axes[1][column]
+        top.set_title(problem, fontsize=10)
+        top.legend(loc="lower right", fontsize=7.5)
+        best = max(mean[-1] for _, mean, _ in curves.values())
+        zoom.set_ylim(best - 0.1, best + 0.01)
         if start:
-            ax.axvline(start, color="tab:green", ls=":", lw=1, label="end of narrow's round 1")
-        ax.set_xscale("log")
-        ax.set_title(problem, fontsize=10)
-        ax.set_xlabel("cumulative epochs trained (pruned trials count theirs)")
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(loc="lower right", fontsize=7.5)
+            zoom.set_xlim(left=start)
+        zoom.set_title(f"{problem}: from narrow's round 2, the top 0.1", fontsize=9)
     axes[0][0].set_ylabel("best validation value so far (mean ± SEM)")
+    axes[1][0].set_ylabel("the same, zoomed")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
