@@ -46,9 +46,10 @@ Problems (``--problems``):
   initial weights' std. A different shape on purpose: no categorical, three
   interacting floats whose good values form a thin ridge (a small std makes
   the signal vanish through 8 tanh layers, a large one saturates them, and
-  the workable lr depends on both), so half of the region stays at chance
-  and the search decides the result; and its first box (std around the
-  chapter's 0.01) lies below the good std, which it must move to.
+  the workable lr depends on both), so half of the region stays at chance.
+  Its first box (std around the chapter's 0.01) lies in that half, below the
+  good std: a round rule must find the way out of a box where nearly every
+  trial is at chance, without shrinking onto the noise there.
 
 Measured per problem and strategy, over study seeds: the best validation value
 (the study's metric; mean, std, worst seed); the test accuracy of the best
@@ -57,11 +58,13 @@ train+validation, the test split read there and nowhere else; per study the
 mean of its retrainings, then mean, std, worst over seeds); the epochs trained
 (sum over trials of ``epochs_completed``: pruned and diverged trials count what
 they trained); the collapsed studies (best validation value below the worst
-seed of ``random-1`` on that problem); the round rule's decisions, counted,
-when the round records carry them (a ``decision`` field); and the anytime curve
+seed of ``random-1`` on that problem); the round rule's decisions between
+rounds, counted (the rounds' ``decision`` field, when they carry one); the wall
+time per study; and the anytime curve
 -- the best validation value so far against cumulative epochs, trials taken in
-the order they finished -- drawn as mean +- SEM per strategy, one panel per
-problem, in ``benchmarks/search_quality.png``.
+the order they finished -- drawn as mean +- SEM per strategy, one column per
+problem (below, zoomed past narrowing's first round), in
+``benchmarks/search_quality.png``.
 
 Goal lines (verdicts, never assertions), per problem: narrowing's mean anytime
 curve at or above ``plain-1``'s within the SEM of the difference at every budget
@@ -599,8 +602,9 @@ def collapse_floor(groups: Mapping[str, list[dict[str, Any]]]) -> float | None:
 
 
 def decisions(runs: Iterable[Mapping[str, Any]]) -> str:
-    """How often the round rule decided what, over the runs' rounds ('-': not recorded)."""
-    counts = Counter(r["decision"] for run in runs for r in run["rounds"] if r.get("decision"))
+    """How often the round rule decided what between rounds, over the runs ('-': not
+    recorded). The last round's decision is left out: no round followed it."""
+    counts = Counter(r["decision"] for run in runs for r in run["rounds"][:-1] if r.get("decision"))
     return ", ".join(f"{d} {n}" for d, n in counts.most_common()) or "-"
 
 
@@ -647,7 +651,7 @@ def problem_table(problem: str, groups: Mapping[str, list[dict[str, Any]]]) -> l
     head = (
         f"{'strategy':<10} {'seeds':>5} {'best val: mean ± std (worst)':>29} "
         f"{'test acc: mean ± std (worst)':>29} {'epochs: mean ± std':>19} "
-        f"{'collapsed':>9} {'wall s':>6}  decisions"
+        f"{'collapsed':>9} {'wall s':>6}  decisions between rounds"
     )
     lines += [head, "-" * len(head)]
     for strategy, runs in groups.items():
