@@ -465,21 +465,19 @@ def run_one(
 
 
 def progress(run: dict[str, Any], elapsed: float) -> None:
-    """One line per finished study on stderr."""
-    test = mean_test(run)
+    """One line per finished study on stderr: its figures, and each round's box of
+    the first float parameter followed by what the rule decided after it."""
     rounds = []
     for r in run["rounds"]:
-        float_box = next(((n, b) for n, b in r["box"].items() if "low" in b), None)
-        box = (
-            f"{float_box[0]} {float_box[1]['low']:.2g}..{float_box[1]['high']:.2g}"
-            if float_box
-            else ""
-        )
-        rounds.append(" ".join(x for x in (r.get("decision"), box) if x))
+        name, box = next(((n, b) for n, b in r["box"].items() if "low" in b), ("", None))
+        rounds.append(f"{name} {box['low']:.2g}..{box['high']:.2g}" if box else "?")
+        if r.get("decision"):
+            rounds.append(f"[{r['decision']}]")
     print(
         f"[{elapsed:7.1f}s] {run['problem']} {run['strategy']} seed {run['seed']}: "
-        f"best val {_num(run['best_value'])}, test {_num(test)}, {total_epochs(run)} epochs, "
-        f"{run['wall_seconds']:.1f}s; rounds: {' | '.join(rounds)}; {run['stop_reason']}",
+        f"best val {_num(run['best_value'])}, test {_num(mean_test(run))}, "
+        f"{total_epochs(run)} epochs, {run['wall_seconds']:.1f}s; rounds: {' '.join(rounds)}; "
+        f"{run['stop_reason']}",
         file=sys.stderr,
         flush=True,
     )
