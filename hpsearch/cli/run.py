@@ -129,6 +129,7 @@ def run_command(args: argparse.Namespace) -> int:
     from hpsearch import records, space
     from hpsearch.cli.progress import ProgressDisplay, format_box, summary_table
     from hpsearch.cluster import RayExecutor, effective_pack_size, ray_session
+    from hpsearch.metric_scale import builtin_scale
     from hpsearch.sampling import make_sampler
     from hpsearch.search import NarrowingSearch, SearchObserver, driver_gone
     from hpsearch.storage import StudyStore
@@ -233,6 +234,7 @@ def run_command(args: argparse.Namespace) -> int:
             driver_id=driver_id,
             first_box=first_box,
             enqueue=enqueue,
+            scale=builtin_scale(config.metric, data),
         )
 
         def on_sigint(_signum: int, _frame: Any) -> None:
