@@ -771,23 +771,22 @@ top_k = 2
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_report_of_a_run_whose_box_slid_past_the_file_range(ray_local, tmp_path, capsys):
+def test_report_of_a_run_whose_box_moved_past_the_file_range(ray_local, tmp_path, capsys):
     # What led to the crash users met on mnist_ch6: SGD on digits learns best above lr 1e-3,
-    # so the box slides up past the file's range (hard_high) while the trials record the
-    # file's range as their distribution. Whether Optuna's fANOVA then fails its assertion
-    # depends on where its trees split (on mnist_ch6: 2 of 3 seeds); the fake study
-    # "beyond" reproduces the failure every time. Here: the report is whole, importances
-    # included.
+    # so the box moves up past the file's range (hard_high). Runs recorded before the
+    # trials' distributions spanned the hard limits hold values beyond their distribution;
+    # the fake study "beyond" reproduces those (and Optuna's failing assertion) every time.
+    # Here, a real run: the report is whole, importances included.
     study = tmp_path / "sliding.toml"
     study.write_text(SLIDING, encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'sliding.db'}"
     assert main(["run", str(study), "--storage", url, "--quiet", "--workers", "2"]) == 0
     recorded = optuna.load_study(study_name="sliding", storage=url)
-    beyond = [t for t in recorded.trials if t.params["lr"] > t.distributions["lr"].high]
-    assert beyond, "the box did not slide past lr's range: the scenario did not happen"
+    assert any(t.params["lr"] > 1e-3 for t in recorded.trials), "the box never left lr's range"
     out = tmp_path / "report"
     assert main(["report", "sliding", "--storage", url, "-o", str(out)]) == 0
     capsys.readouterr()
-    assert (out / "importances.png").is_file()
+    # Every figure but batch norm and dropout, which this study does not search.
+    assert {p.name for p in out.glob("*.png")} == FIGURE_FILES - {"batchnorm_dropout.png"}
     info = report.param_importances(url, "sliding")
     assert info["note"] is None and set(info["importances"]) == {"lr", "weight_decay"}
