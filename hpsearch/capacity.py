@@ -206,7 +206,7 @@ def growth_from_v1_status(status: Mapping[str, Any] | None) -> Growth | None:
     configured = sorted(n for n in names if not _READ_ONLY_TYPE.fullmatch(n))
     if not configured:
         return NO_GROWTH
-    return Growth(True, None, f"the autoscaler runs with node types {', '.join(configured)}")
+    return Growth(True, None, f"an autoscaler manages node types {', '.join(configured)}")
 
 
 def growth_from_v2_status(status: Any) -> Growth | None:
@@ -219,7 +219,7 @@ def growth_from_v2_status(status: Any) -> Growth | None:
     configured = sorted(n for n in names if n and not _READ_ONLY_TYPE.fullmatch(n))
     if not configured:
         return NO_GROWTH
-    return Growth(True, None, f"the autoscaler runs with node types {', '.join(configured)}")
+    return Growth(True, None, f"an autoscaler manages node types {', '.join(configured)}")
 
 
 def growth_from_bootstrap(config: Mapping[str, Any] | None) -> Growth | None:

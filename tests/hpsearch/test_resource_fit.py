@@ -169,7 +169,7 @@ def test_an_autoscaling_cluster_waits_says_so_and_goes_on_when_a_node_comes():
         4,
         0,
         nodes=nodes,
-        growth=lambda: Growth(True, None, "the autoscaler runs with node types big"),
+        growth=lambda: Growth(True, None, "an autoscaler manages node types big"),
         demand=demand,
         on_wait=said.append,
         clock=clock,
