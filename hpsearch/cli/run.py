@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.cli import Terminated
+from hpsearch.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from hpsearch.errors import ConfigError, HPSearchError
 
 if TYPE_CHECKING:
@@ -355,8 +355,6 @@ def _search(
             f"database is consistent ({recorded} trials recorded in this run). {resume}",
             file=err,
         )
-        from hpsearch.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
-
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
     if result.interrupted:
@@ -365,7 +363,7 @@ def _search(
             f"recorded in this run). {resume}",
             file=err,
         )
-        return 130
+        return EXIT_INTERRUPTED
     return result
 
 
