@@ -32,6 +32,9 @@ from collections.abc import Iterable
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch import records
+from hpsearch.round_rule import TrialPoint, rank_points
+
 
 def last_value(trial: FrozenTrial) -> tuple[int, float] | None:
     """``(epoch, value)`` of the last finite intermediate value, or None."""
@@ -42,19 +45,24 @@ def last_value(trial: FrozenTrial) -> tuple[int, float] | None:
     return None
 
 
-def rank_key(trial: FrozenTrial, *, maximize: bool) -> tuple[int, float, float, int]:
-    """Sort key (ascending = better first) of a COMPLETE or PRUNED trial."""
-    sign = -1.0 if maximize else 1.0
-    if trial.state == TrialState.COMPLETE and trial.value is not None:
-        value = float(trial.value)
-        if math.isfinite(value):
-            return (0, 0.0, sign * value, trial.number)
-        return (0, 0.0, math.inf, trial.number)
+def to_point(trial: FrozenTrial) -> TrialPoint | None:
+    """The trial as the round rule sees it, or None when it carries no finite value
+    (FAIL, unfinished, a COMPLETE trial without a finite metric, a PRUNED trial
+    that reported nothing finite)."""
+    round_index = int(trial.user_attrs.get(records.TRIAL_ROUND, -1))
+    if trial.state == TrialState.COMPLETE:
+        if trial.value is None or not math.isfinite(trial.value):
+            return None
+        steps = [s for s in trial.intermediate_values]
+        depth = int(trial.user_attrs.get(records.TRIAL_EPOCHS, max(steps, default=0)))
+        return TrialPoint(trial.number, round_index, trial.params, float(trial.value), depth, True)
+    if trial.state != TrialState.PRUNED:
+        return None
     last = last_value(trial)
     if last is None:
-        return (2, 0.0, math.inf, trial.number)
+        return None
     step, value = last
-    return (1, -float(step), sign * value, trial.number)
+    return TrialPoint(trial.number, round_index, trial.params, value, step, False)
 
 
 def rankable(trial: FrozenTrial) -> bool:
@@ -65,5 +73,18 @@ def rankable(trial: FrozenTrial) -> bool:
 
 
 def rank(trials: Iterable[FrozenTrial], *, maximize: bool) -> list[FrozenTrial]:
-    """COMPLETE and PRUNED trials, best first (see the module docstring)."""
-    return sorted((t for t in trials if rankable(t)), key=lambda t: rank_key(t, maximize=maximize))
+    """COMPLETE and PRUNED trials, best first (see the module docstring); those
+    without a finite value last, by number."""
+    trials = [t for t in trials if rankable(t)]
+    by_number = {t.number: t for t in trials}
+    points = [p for p in map(to_point, trials) if p is not None]
+    ranked = [by_number[p.number] for p in rank_points(points, maximize=maximize)]
+    valued = {p.number for p in points}
+    no_value = sorted((t for t in trials if t.number not in valued), key=lambda t: t.number)
+
+    def group(complete: bool, among: list[FrozenTrial]) -> list[FrozenTrial]:
+        return [t for t in among if (t.state == TrialState.COMPLETE) == complete]
+
+    return (
+        group(True, ranked) + group(True, no_value) + group(False, ranked) + group(False, no_value)
+    )

@@ -112,6 +112,15 @@ class RoundRecord:
         started_at, ended_at: ISO-8601 UTC timestamps.
         moved_edges: Edges of this box that extended past the previous box
             (``["lr.high", ...]``); empty for a box that only shrank.
+        decision: What the round rule decided after this round
+            (:data:`hpsearch.round_rule.ACTIONS`: shrink, hold, grow, slide,
+            restart); None while the round runs, and for rounds recorded
+            before the rule recorded its decisions.
+        reason: The rule's reason, one sentence with the evidence.
+        evidence: The numbers behind it (floor, noise, threshold, informative
+            trials, best values, the trials that spanned the next box).
+        next_box: The box the rule chose after this round (the next round's
+            box; for the last round, where a warm start from it begins).
     """
 
     index: int
@@ -123,6 +132,10 @@ class RoundRecord:
     started_at: str | None = None
     ended_at: str | None = None
     moved_edges: list[str] = field(default_factory=list)
+    decision: str | None = None
+    reason: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    next_box: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -144,6 +144,8 @@ ROUND_COLUMNS: dict[str, Any] = {
     "ended_at": TIME_DTYPE,
     "wall_seconds": "float64",
     "moved_edges": LIST,
+    "decision": STRING_DTYPE,
+    "reason": STRING_DTYPE,
 }
 """Columns of :func:`rounds` before the per-parameter box columns."""
 
@@ -761,6 +763,11 @@ def rounds(storage: str | BaseStorage, name: str) -> pd.DataFrame:
         moved_edges (object: list[str]): box edges that moved outward from
             the previous round's box (``"lr.high"``, ...); empty if it only
             shrank.
+        decision (string): what the round rule decided after the round
+            (shrink, hold, grow, slide, restart; :mod:`hpsearch.round_rule`);
+            missing while the round runs and for studies recorded before
+            decisions were.
+        reason (string): the rule's reason, with its evidence.
         then per parameter of the box, in the study file's order:
             ``<param>_low`` and ``<param>_high`` (float64) for numeric ranges
             (the bounds as sampled, not log10), or ``<param>_choices``
@@ -806,6 +813,8 @@ def _rounds_frame(attrs: Mapping[str, Any]) -> pd.DataFrame:
         columns["ended_at"].append(rec.ended_at)
         columns["wall_seconds"].append(math.nan)  # computed below
         columns["moved_edges"].append([str(e) for e in rec.moved_edges or ()])
+        columns["decision"].append(_str_or_none(rec.decision))
+        columns["reason"].append(_str_or_none(rec.reason))
 
     # Box columns: parameters in first-seen order; absent from a round -> NaN/None.
     boxes = [{p: s for p, s in (rec.box or {}).items() if isinstance(s, Mapping)} for rec in recs]

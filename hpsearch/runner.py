@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from hpsearch.cluster import RayExecutor, effective_pack_size
 from hpsearch.config import StudyConfig
+from hpsearch.metric_scale import builtin_scale
 from hpsearch.sampling import make_sampler
 from hpsearch.search import NarrowingSearch, SearchObserver, SearchResult
 from hpsearch.storage import StudyStore
@@ -87,7 +88,13 @@ def run_study(
         if wait_for_workers:
             executor.ready()
         return NarrowingSearch(
-            config, store, executor, sampler, observer=observer, final_eval=final_eval
+            config,
+            store,
+            executor,
+            sampler,
+            observer=observer,
+            final_eval=final_eval,
+            scale=builtin_scale(config.metric, data),
         ).run()
     finally:
         executor.close()

@@ -1,10 +1,11 @@
-"""The coarse-to-fine narrowing loop: sample in a box, keep the best, shrink, repeat.
+"""The coarse-to-fine narrowing loop: sample in a box, keep the best, narrow, repeat.
 
 Round r asks ``trials_per_round`` trials inside box r (Optuna sampler, see
 :mod:`hpsearch.sampling`), runs them on the executor while keeping every
-worker's queue full, records each as it finishes, then derives box r+1 from
-its top-k trials (:func:`hpsearch.space.narrow`). The loop ends after the last
-round or when the box no longer shrinks.
+worker's queue full, records each as it finishes, then the round rule
+(:mod:`hpsearch.round_rule`) decides box r+1 from the finished trials so far
+and records why. The loop ends after the last round, or when the box is a
+single point.
 
 All state lives in the database, so a run can resume and several drivers can
 share one study (on a server database): a round's trials are claimed under
@@ -23,6 +24,7 @@ database, are marked stale by the next run and redone. Nothing recorded is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import math
@@ -38,9 +40,10 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import ranking, records, space
+from hpsearch import metric_scale, ranking, records, round_rule, space
 from hpsearch.config import ParamSpec, StudyConfig
 from hpsearch.records import STALE_PREFIX, RoundRecord
+from hpsearch.round_rule import MetricScale
 from hpsearch.sampling import sample_params
 from hpsearch.storage import StudyStore
 from hpsearch.worker import TrialOutcome, TrialTask, final_eval_seed, trial_seed
@@ -160,6 +163,7 @@ class NarrowingSearch:
         driver_id: str | None = None,
         first_box: dict[str, ParamSpec] | None = None,
         enqueue: list[dict[str, Any]] | None = None,
+        scale: MetricScale | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -172,7 +176,13 @@ class NarrowingSearch:
         self._started = _now()
         self._last_beat = 0.0
         self._maximize = store.study.direction == StudyDirection.MAXIMIZE
-        self._full_distributions = space.distributions(config.space)
+        # Trials record the region's distributions: a box may move past the
+        # study file's ranges, up to the hard limits.
+        self._region = space.region(config.space, config.limits)
+        self._full_distributions = space.distributions(self._region)
+        # The metric's floor and noise (hpsearch.metric_scale.builtin_scale for
+        # the built-in objective); unknown noise is estimated from the curves.
+        self._scale = scale or MetricScale()
         self._trials_run = 0
         self._stop_requested = False
         self._first_box = first_box
@@ -511,50 +521,68 @@ class NarrowingSearch:
             time.sleep(0.5)
 
     def _close(self, current: RoundRecord) -> tuple[RoundRecord, RoundRecord | None, str]:
-        """End the round; the next round's record, or None with the reason to stop."""
+        """End the round; the next round's record, or None with the reason to stop.
+
+        The round rule (:func:`hpsearch.round_rule.decide`) decides the next
+        box from every finished trial so far; its decision is recorded with
+        the round, the last round's too (where a warm start would begin).
+        """
         index = current.index
-        trials = self._round_trials(index)
+        history = [
+            t
+            for t in self.store.trials()
+            if not is_stale(t) and -1 < int(t.user_attrs.get(records.TRIAL_ROUND, -1)) <= index
+        ]
+        trials = [t for t in history if t.user_attrs.get(records.TRIAL_ROUND) == index]
         complete = self._better_first([t for t in trials if t.state == TrialState.COMPLETE])
         values = [t.value for t in complete]
         # COMPLETE trials first, then the PRUNED ones that trained longest (see
         # hpsearch.ranking): with a pruner, few trials may complete.
         top = ranking.rank(trials, maximize=self._maximize)[: self.config.narrowing.top_k]
-        ended = RoundRecord(
-            index=index,
-            box=current.box,
-            n_trials=current.n_trials,
+        box = space.box_from_record(current.box)
+        points = [p for p in map(ranking.to_point, history) if p is not None]
+        decision = None
+        if points:
+            decision = round_rule.decide(
+                box,
+                self._region,
+                points,
+                round_index=index,
+                settings=round_rule.RuleSettings(
+                    top_k=self.config.narrowing.top_k,
+                    margin=self.config.narrowing.margin,
+                    maximize=self._maximize,
+                ),
+                scale=metric_scale.with_curve_noise(self._scale, history),
+            )
+        ended = dataclasses.replace(
+            current,
             top_trials=[t.number for t in top],
             best=complete[0].value if complete else None,
             median=statistics.median(values) if values else None,
-            started_at=current.started_at,
             ended_at=_now(),
-            moved_edges=current.moved_edges,
+            decision=decision.action if decision else None,
+            reason=decision.reason if decision else None,
+            evidence=decision.evidence if decision else {},
+            next_box=space.box_to_record(decision.box) if decision else None,
         )
         following: RoundRecord | None = None
         total_rounds = self.config.narrowing.rounds
         if index + 1 >= total_rounds:
             reason = f"all {total_rounds} rounds done"
-        elif not ended.top_trials:
-            reason = f"round {index + 1} has no COMPLETE or PRUNED trial to rank; stopped"
+        elif decision is None:
+            reason = f"no trial up to round {index + 1} has a value to rank; stopped"
+        elif space.is_point(decision.box):
+            reason = f"the box is a single point after round {index + 1}; nothing left to search"
         else:
-            box = space.box_from_record(ended.box)
-            next_box, moved = space.narrow(
-                box,
-                [dict(t.params) for t in top],
-                self.config.narrowing.margin,
-                self.config.limits,
+            reason = ""
+            following = RoundRecord(
+                index=index + 1,
+                box=space.box_to_record(decision.box),
+                n_trials=self.config.narrowing.trials_per_round,
+                started_at=_now(),
+                moved_edges=list(decision.moved_edges),
             )
-            if next_box == box:
-                reason = f"the box stopped shrinking after round {index + 1}"
-            else:
-                reason = ""
-                following = RoundRecord(
-                    index=index + 1,
-                    box=space.box_to_record(next_box),
-                    n_trials=self.config.narrowing.trials_per_round,
-                    started_at=_now(),
-                    moved_edges=moved,
-                )
         status = None if following else {"state": "finished", "reason": reason}
         recorded, wrote = self.store.close_round(ended, following, status)
         if not wrote:  # another driver closed it first: follow its records

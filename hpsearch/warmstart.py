@@ -1,9 +1,11 @@
 """Warm start: begin a study from the best region of a finished one (``--from NAME``).
 
 The new study's first box is where the previous study's narrowing would have
-gone next: its last round's box narrowed around that round's top trials (the
-same rule as between rounds). Its top-k trials overall (best first; k = the
-new study's ``top_k``) are enqueued as the first trials of round 0, so the
+gone next: the box the round rule chose after its last round (recorded as that
+round's ``next_box``; for studies recorded before the rule recorded it, the
+rule is applied to the study's trials now, with the metric's scale unknown).
+Its top-k trials overall (best first; k = the new study's ``top_k``) are
+enqueued as the first trials of round 0, so the
 best known configurations are re-measured under the new study's seeds.
 """
 
@@ -14,9 +16,9 @@ from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import records, space
+from hpsearch import ranking, records, round_rule, space
 from hpsearch.config import Choice, ParamSpec, StudyConfig
 from hpsearch.errors import ConfigError, StudyNotFoundError
 from hpsearch.records import RoundRecord
@@ -70,14 +72,32 @@ def warm_start(storage: Any, source: str, config: StudyConfig) -> WarmStart:
     box = dict(config.space)
     if rounds:
         last = rounds[-1]
-        recorded = space.box_from_record(last.box)
+        if last.next_box is not None:
+            recorded = space.box_from_record(last.next_box)
+        else:
+            recorded = _next_box(previous.get_trials(deepcopy=False), last, config, maximize)
         if set(recorded) == names:
-            by_number = {t.number: t for t in complete}
-            last_top = [dict(by_number[n].params) for n in last.top_trials if n in by_number]
-            box, _ = space.narrow(recorded, last_top, config.narrowing.margin, config.limits)
+            box = recorded
     box = _within_study_space(box, config)
     enqueue = [dict(t.params) for t in top if space.contains(box, t.params)]
     return WarmStart(source=source, box=box, enqueue=enqueue, source_trials=[t.number for t in top])
+
+
+def _next_box(
+    trials: list[FrozenTrial], last: RoundRecord, config: StudyConfig, maximize: bool
+) -> dict[str, ParamSpec]:
+    """The round rule's box after ``last``, from the recorded trials."""
+    points = [p for p in map(ranking.to_point, trials) if p is not None]
+    decision = round_rule.decide(
+        space.box_from_record(last.box),
+        space.region(config.space, config.limits),
+        points,
+        round_index=last.index,
+        settings=round_rule.RuleSettings(
+            top_k=config.narrowing.top_k, margin=config.narrowing.margin, maximize=maximize
+        ),
+    )
+    return decision.box
 
 
 def _within_study_space(box: dict[str, ParamSpec], config: StudyConfig) -> dict[str, ParamSpec]:

@@ -101,6 +101,8 @@ class ProgressDisplay(SearchObserver):
             f"median {_fmt(record.median)}  top trials {record.top_trials}",
             transient=False,
         )
+        if record.decision and record.index + 1 < self._rounds:
+            self._write_line(f"  next box: {record.decision}: {record.reason}", transient=False)
 
     def final_eval_started(self, seeds: int) -> None:
         self._write_line(
@@ -110,10 +112,13 @@ class ProgressDisplay(SearchObserver):
 
 
 def summary_table(rounds: list[RoundRecord]) -> str:
-    """Each round's box, trials, best and median metric, wall time."""
+    """Each round's box, trials, best and median metric, wall time, and what the
+    round rule did after it (``then``: shrink, hold, grow, slide, restart)."""
     from datetime import datetime
 
-    lines = [f"{'round':>5}  {'trials':>6}  {'best':>7}  {'median':>7}  {'wall':>7}  box"]
+    lines = [
+        f"{'round':>5}  {'trials':>6}  {'best':>7}  {'median':>7}  {'wall':>7}  {'then':<8}  box"
+    ]
     for r in rounds:
         wall = "-"
         if r.started_at and r.ended_at:
@@ -123,6 +128,7 @@ def summary_table(rounds: list[RoundRecord]) -> str:
             wall = f"{seconds:.1f}s"
         lines.append(
             f"{r.index + 1:>5}  {r.n_trials:>6}  {_fmt(r.best):>7}  {_fmt(r.median):>7}  "
-            f"{wall:>7}  {format_box(r.box)}"
+            f"{wall:>7}  {(r.decision or '-') if r is not rounds[-1] else '-':<8}  "
+            f"{format_box(r.box)}"
         )
     return "\n".join(lines)

@@ -161,6 +161,18 @@ def show_command(args: argparse.Namespace) -> int:
     else:
         lines.append("rounds:")
         lines.append(format_table(rounds_summary(rounds)))
+        decided = [
+            (int(r["round"]), r["decision"], r["reason"])
+            for _, r in rounds.iterrows()
+            if not _missing(r["decision"])
+        ]
+        if decided:
+            lines.append("")
+            lines.append("round rule (what it decided after each round, and why):")
+            last = int(rounds["round"].max())
+            for index, decision, reason in decided:
+                then = "the next box" if index < last else "a warm start's first box (--from)"
+                lines.append(f"  after round {index + 1}: {decision} -> {then}: {reason}")
     lines.append("")
 
     best = results.pick_best(trials, info.direction)
@@ -333,6 +345,8 @@ def rounds_summary(rounds: Any) -> Any:
             out[pname] = ["-" if v is None else "|".join(str(c) for c in v) for v in rounds[column]]
     if rounds["moved_edges"].map(bool).any():
         out["moved"] = rounds["moved_edges"]
+    if "decision" in rounds and rounds["decision"].notna().any():
+        out["then"] = ["-" if _missing(d) else d for d in rounds["decision"]]
     return out
 
 

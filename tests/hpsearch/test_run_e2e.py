@@ -88,7 +88,7 @@ def test_each_round_has_exactly_its_trials(study_run):
     assert len({t.number for t in trials}) == len(trials)
 
 
-def test_boxes_nest_and_contain_their_round_best(study_run):
+def test_boxes_follow_the_recorded_decisions_and_contain_their_round_best(study_run):
     _, url = study_run
     study = optuna.load_study(study_name="e2e", storage=url)
     attrs = study.user_attrs
@@ -98,19 +98,26 @@ def test_boxes_nest_and_contain_their_round_best(study_run):
         if k.startswith(records.ROUND_KEY_PREFIX)
     ]
     by_number = {t.number: t for t in study.get_trials()}
+    first_box = box_from_record(recs[0].box)
     previous = None
     for rec in recs:
         box = box_from_record(rec.box)
+        assert inside(box, first_box)  # no hard limits: never past the study's ranges
         if previous is not None:
-            assert inside(box, previous), f"round {rec.index} box leaves round {rec.index - 1}'s"
+            assert rec.box == previous.next_box, f"round {rec.index} is not the decided box"
+            if previous.decision == "shrink":
+                assert inside(box, box_from_record(previous.box))
+        assert rec.decision in ("shrink", "hold", "grow", "slide", "restart") and rec.reason
         assert rec.top_trials, "every round keeps its top trials"
         best = by_number[rec.top_trials[0]]
         assert best.value == pytest.approx(rec.best)
         assert contains(box, best.params)
         for number in rec.top_trials:
             assert by_number[number].user_attrs[records.TRIAL_ROUND] == rec.index
-        previous = box
-    # The narrowing actually narrowed: the last lr range is narrower than the first.
+        for number in rec.evidence.get("top", []):  # the trials that spanned the next box
+            assert contains(box_from_record(rec.next_box), by_number[number].params)
+        previous = rec
+    # The narrowing actually narrowed: digits learns clearly, so the lr range shrank.
     first, last = box_from_record(recs[0].box)["lr"], box_from_record(recs[-1].box)["lr"]
     assert math.log10(last.high / last.low) < math.log10(first.high / first.low)
 
