@@ -152,6 +152,7 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
         check_address(address, source=address_source)
 
     from hpsearch.cluster import RayExecutor, effective_pack_size, ray_session
+    from hpsearch.metric_scale import builtin_scale
 
     warm = None
     if args.from_study:  # checked before anything is written
@@ -190,6 +191,7 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
                 executor,
                 signals,
                 warm=warm,
+                scale=builtin_scale(config.metric, data),
                 ray_where=_ray_where(executor, address, address_source, started),
             )
         finally:
@@ -233,6 +235,7 @@ def _search(
     signals: _Signals,
     *,
     warm: Any,
+    scale: Any,
     ray_where: str,
 ) -> SearchResult | int:
     """Open (or create) the study and run the search on ``executor``.
@@ -332,6 +335,7 @@ def _search(
             driver_id=driver_id,
             first_box=first_box,
             enqueue=enqueue,
+            scale=scale,
         )
         signals.search, signals.executor = search, executor
         previous = signal.signal(signal.SIGINT, signals.on_sigint)
