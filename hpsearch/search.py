@@ -331,12 +331,15 @@ class NarrowingSearch:
         attrs = self.store.user_attrs()
         status = attrs.get(records.STATUS_KEY)
         if status and status.get("state") == "finished":
+            final = attrs.get(records.FINAL_EVAL_KEY)
+            if self.final_eval and not final:  # asked for, or interrupted before it ended
+                final = self._final_evaluation()
             self._beat(force=True, state="stopped")
             return SearchResult(
                 rounds=self.store.rounds(),
                 best_trial=self._best(),
                 stop_reason=status.get("reason", "finished"),
-                final_eval=attrs.get(records.FINAL_EVAL_KEY),
+                final_eval=final,
                 already_finished=True,
                 stale_marked=stale,
             )
