@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from hpsearch.capacity import trial_slots, wait_for_fit
 from hpsearch.config import StudyConfig
 from hpsearch.errors import ClusterError
 from hpsearch.worker import TrialOutcome, TrialTask, run_call, warm_up
@@ -73,14 +74,49 @@ ADDRESS_TIMEOUT = 15.0
 """Seconds :func:`check_address` waits for a Ray cluster to answer."""
 
 
-def check_address(address: str, *, timeout: float = ADDRESS_TIMEOUT) -> str:
+ADDRESS_ENV = "RAY_ADDRESS"
+"""The environment variable ``ray.init`` joins when no address is given (``ray job
+submit`` sets it for the job's driver)."""
+
+
+def resolve_address(address: str | None) -> tuple[str | None, str]:
+    """The Ray cluster to join and where that came from, as ``ray.init`` does.
+
+    ``--address`` wins; without it a non-empty :data:`ADDRESS_ENV` is joined
+    (``ray job submit`` sets it to the cluster's GCS address); without either,
+    Ray is started locally (``None``).
+
+    Returns:
+        ``(address or None, source)`` with source ``"--address"``,
+        ``"RAY_ADDRESS"`` or ``"local"``.
+    """
+    import os
+
+    if address is not None:
+        return address, "--address"
+    from_env = os.environ.get(ADDRESS_ENV, "")
+    if from_env:
+        return from_env, ADDRESS_ENV
+    return None, "local"
+
+
+def _start_locally_hint(source: str) -> str:
+    if source == ADDRESS_ENV:
+        return f"unset {ADDRESS_ENV} (or pass --address local) to start Ray locally"
+    return "omit --address to start Ray locally"
+
+
+def check_address(
+    address: str, *, timeout: float = ADDRESS_TIMEOUT, source: str = "--address"
+) -> str:
     """Check that a Ray cluster answers at ``address``, within ``timeout`` seconds.
 
     ``auto`` must find a cluster started on this machine (``ray start``);
     ``HOST:PORT`` (the head's GCS) and ``ray://HOST:PORT`` (Ray Client) must
     accept a TCP connection and answer gRPC. ``local`` (start Ray here) is
     not checked. Nothing is started and Ray prints nothing, so a bad address
-    costs at most ``timeout`` seconds and one line.
+    costs at most ``timeout`` seconds and one line. Messages name ``source``,
+    where the address came from (``--address`` or ``RAY_ADDRESS``).
 
     Returns:
         ``address`` without surrounding blanks.
@@ -96,8 +132,9 @@ def check_address(address: str, *, timeout: float = ADDRESS_TIMEOUT) -> str:
 
     text = address.strip()
     forms = "expected 'auto', HOST:PORT or ray://HOST:PORT"
+    local = _start_locally_hint(source)
     if not text:
-        raise ConfigError(f"--address: got {address!r}; {forms}")
+        raise ConfigError(f"{source}: got {address!r}; {forms}")
     if text == "local":
         return text
     start = time.monotonic()
@@ -109,20 +146,26 @@ def check_address(address: str, *, timeout: float = ADDRESS_TIMEOUT) -> str:
         except (ConnectionError, ValueError) as exc:
             reason = " ".join(str(exc).split())
             raise ClusterError(
-                f"--address auto: no Ray cluster runs on this machine ({reason}); start one "
-                "with 'ray start --head', give its HOST:PORT, or omit --address to start Ray "
-                "locally"
+                f"{source} auto: no Ray cluster runs on this machine ({reason}); start one "
+                f"with 'ray start --head', give its HOST:PORT, or {local}"
             ) from exc
     elif text.startswith("ray://"):
         target = text[len("ray://") :]
     elif "://" in text or "/" in text:
-        raise ConfigError(f"--address: got {text!r}; {forms}")
+        hint = ""
+        if source == ADDRESS_ENV and text.startswith(("http://", "https://")):
+            # The dashboard's address, which `ray job submit` reads from RAY_ADDRESS.
+            hint = (
+                f"; that is a dashboard address (for ray job submit), not the cluster's: "
+                f"{local}, or pass --address HOST:PORT"
+            )
+        raise ConfigError(f"{source}: got {text!r}; {forms}{hint}")
     else:
         target = text
     host, colon, port_text = target.rpartition(":")
     host = host.strip("[]")
     if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"--address: got {text!r}; {forms} (PORT a number 1-65535)")
+        raise ConfigError(f"{source}: got {text!r}; {forms} (PORT a number 1-65535)")
     port = int(port_text)
     if not text.startswith("ray://") and text != "auto":
         try:  # Ray connects to this machine's address, not loopback: probe the same
@@ -132,10 +175,7 @@ def check_address(address: str, *, timeout: float = ADDRESS_TIMEOUT) -> str:
         except Exception:  # a best effort: then probe the address as given
             pass
     where = f"{host}:{port}"
-    fix = (
-        "start the cluster there (ray start --head --port=PORT), check HOST:PORT, or omit "
-        "--address to start Ray locally"
-    )
+    fix = f"start the cluster there (ray start --head --port=PORT), check HOST:PORT, or {local}"
     try:
         with socket.create_connection((host, port), timeout=max(0.5, min(5.0, timeout))):
             pass
@@ -144,7 +184,7 @@ def check_address(address: str, *, timeout: float = ADDRESS_TIMEOUT) -> str:
         if isinstance(exc, TimeoutError | socket.timeout):
             reason = "no answer within the connect timeout"
         raise ClusterError(
-            f"--address {text}: no Ray cluster answers at {where} ({reason}); {fix}"
+            f"{source} {text}: no Ray cluster answers at {where} ({reason}); {fix}"
         ) from exc
     import grpc
 
@@ -154,9 +194,9 @@ def check_address(address: str, *, timeout: float = ADDRESS_TIMEOUT) -> str:
         grpc.channel_ready_future(channel).result(timeout=wait)
     except grpc.FutureTimeoutError as exc:
         raise ClusterError(
-            f"--address {text}: {where} accepts connections but does not answer as a Ray "
+            f"{source} {text}: {where} accepts connections but does not answer as a Ray "
             f"cluster within {timeout:g} s; give the address 'ray start --head' printed, or "
-            "omit --address to start Ray locally"
+            f"{local}"
         ) from exc
     finally:
         channel.close()
@@ -165,7 +205,11 @@ def check_address(address: str, *, timeout: float = ADDRESS_TIMEOUT) -> str:
 
 @contextmanager
 def ray_session(
-    address: str | None, *, num_cpus: int | None = None, timeout: float = ADDRESS_TIMEOUT
+    address: str | None,
+    *,
+    num_cpus: int | None = None,
+    timeout: float = ADDRESS_TIMEOUT,
+    source: str = "--address",
 ) -> Iterator[bool]:
     """Start Ray locally (no address) or join a cluster; yields whether we started it.
 
@@ -173,7 +217,8 @@ def ray_session(
     and left running. An ``address`` is first checked with
     :func:`check_address` (bounded by ``timeout`` seconds), so an unreachable
     cluster is a one-line :class:`ClusterError` instead of Ray retrying for
-    minutes.
+    minutes. No address starts Ray here even when ``RAY_ADDRESS`` is set
+    (:func:`resolve_address` decides that first).
     """
     import ray
 
@@ -181,7 +226,7 @@ def ray_session(
         yield False
         return
     if address:
-        address = check_address(address, timeout=timeout)
+        address = check_address(address, timeout=timeout, source=source)
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": logging.WARNING,
@@ -189,7 +234,7 @@ def ray_session(
         "configure_logging": True,
     }
     try:
-        if address:
+        if address and address != "local":
             ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
@@ -198,7 +243,7 @@ def ray_session(
         reason = " ".join(str(exc).split())
         if len(reason) > 300:
             reason = reason[:297] + "..."
-        raise ClusterError(f"--address: could not start or reach {where}: {reason}") from exc
+        raise ClusterError(f"{source}: could not start or reach {where}: {reason}") from exc
     try:
         yield True
     finally:
@@ -211,6 +256,10 @@ class RayExecutor:
     ``workers`` trials (or packs, or chains) run at once. When the cluster has
     room for more than that, only ``workers`` calls are in flight, so no more
     run at once than asked for.
+
+    Before anything is sent, some node must be able to hold one trial
+    (:func:`hpsearch.capacity.wait_for_fit`): else a :class:`ConfigError`, or,
+    on a cluster an autoscaler can grow, a wait reported through ``on_wait``.
     """
 
     def __init__(
@@ -228,16 +277,19 @@ class RayExecutor:
         prune_after: int | None = None,
         max_retries: int = 2,
         pack_size: int = 1,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         import ray
 
-        resources = ray.cluster_resources()
-        cpus = float(resources.get("CPU", 1.0))
-        gpus = float(resources.get("GPU", 0.0))
-        slots = max(1, int(cpus // cpus_per_trial)) if cpus_per_trial > 0 else None
-        if gpus_per_trial > 0:
-            by_gpu = max(1, int(gpus // gpus_per_trial))
-            slots = by_gpu if slots is None else min(slots, by_gpu)
+        # A trial larger than every node would wait in Ray forever: fail now, or
+        # wait for an autoscaler (saying so through on_wait), before any call.
+        nodes = wait_for_fit(cpus_per_trial, gpus_per_trial, on_wait=on_wait)
+        cpus = sum(n.get("CPU", 0.0) for n in nodes)
+        gpus = sum(n.get("GPU", 0.0) for n in nodes)
+        # Counted node by node: two 3-CPU nodes hold two 2-CPU trials, not three.
+        slots = trial_slots(nodes, cpus_per_trial, gpus_per_trial)
+        if slots is not None:
+            slots = max(1, slots)
         if workers is None:
             workers = slots or 1
         self._ray = ray
@@ -277,7 +329,7 @@ class RayExecutor:
         self._warming = [warm.remote(self._threads) for _ in range(workers)]
         self.info = ClusterInfo(
             address=ray.get_runtime_context().gcs_address,
-            nodes=len([n for n in ray.nodes() if n.get("Alive")]),
+            nodes=len(nodes),
             cpus=cpus,
             gpus=gpus,
             workers=workers,

@@ -56,11 +56,18 @@ def run_study(
         observer: Progress events.
         wait_for_workers: Start every worker before the search begins (for
             benchmarks that time the search alone).
+
+    Raises:
+        ConfigError: No node of the cluster can hold one trial
+            (``resources.cpus_per_trial`` / ``gpus_per_trial``) and no
+            autoscaler can add one; raised before anything is written. With an
+            autoscaler this waits instead, logging what is missing every 30 s.
     """
     data = data if data is not None else load_study_data(config)
     if pack_size is None:
         pack_size = effective_pack_size(config, data.n_features, data.n_classes)
-    # Workers start in the background while the database opens.
+    # First: one trial must fit on a node (else ConfigError, nothing written).
+    # Then workers start in the background while the database opens.
     executor = RayExecutor(
         data,
         workers=workers or config.resources.workers,

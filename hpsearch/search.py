@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from optuna.samplers import BaseSampler
+from optuna.samplers import BaseSampler, QMCSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -63,6 +63,9 @@ CHAIN_AFTER = 8
 """Finished trials the driver sees before deciding whether to chain."""
 CHAIN_SIZE = 4
 """Unpacked short trials sent to a worker in one call (run one after another)."""
+BLIND_TRIALS = 8
+"""With a sampler that learns from finished trials (TPE), at most one call per
+worker or this many trials, whichever is more, are in flight."""
 
 
 class Executor(Protocol):
@@ -170,6 +173,7 @@ class NarrowingSearch:
         self.executor = executor
         self.sampler = sampler
         self.observer = observer or SearchObserver()
+        self._sampler_learns = not isinstance(sampler, (RandomSampler, QMCSampler))
         self.final_eval = config.final_eval.enabled if final_eval is None else final_eval
         self.driver_id = driver_id or uuid.uuid4().hex[:12]
         self._host = socket.gethostname()
@@ -300,6 +304,16 @@ class NarrowingSearch:
         for group in group_packable([t.config for t in tasks], max_pack_size=cap):
             self.executor.submit_pack([tasks[i] for i in group])
 
+    def _in_flight_limit(self) -> int:
+        """Trials that may be in flight. A learning sampler (TPE) proposes blind
+        while nothing has finished: with packs of 16 queued 3 deep on 2 workers
+        the executor holds 96, more than a round, and TPE drew whole rounds at
+        random. For it, one call per worker (or :data:`BLIND_TRIALS`) is enough."""
+        capacity = self.executor.capacity
+        if not self._sampler_learns:
+            return capacity
+        return min(capacity, max(self.executor.low_water, BLIND_TRIALS))
+
     def _preload_pruner(self) -> None:
         preload = getattr(self.executor, "preload_pruner", None)
         if preload is None:
@@ -317,12 +331,15 @@ class NarrowingSearch:
         attrs = self.store.user_attrs()
         status = attrs.get(records.STATUS_KEY)
         if status and status.get("state") == "finished":
+            final = attrs.get(records.FINAL_EVAL_KEY)
+            if self.final_eval and not final:  # asked for, or interrupted before it ended
+                final = self._final_evaluation()
             self._beat(force=True, state="stopped")
             return SearchResult(
                 rounds=self.store.rounds(),
                 best_trial=self._best(),
                 stop_reason=status.get("reason", "finished"),
-                final_eval=attrs.get(records.FINAL_EVAL_KEY),
+                final_eval=final,
                 already_finished=True,
                 stale_marked=stale,
             )
@@ -464,7 +481,7 @@ class NarrowingSearch:
             self._beat()
             # Never sample more than the round still needs: the sampler's stream
             # (and so every trial's parameters) must not depend on queue sizes.
-            room = min(executor.capacity - executor.in_flight, total - claimed)
+            room = min(self._in_flight_limit() - executor.in_flight, total - claimed)
             if (
                 may_claim
                 and not self._stop_requested

@@ -156,19 +156,28 @@ class StudyStore:
 
     def check_distributions(self, dists: Mapping[str, BaseDistribution]) -> None:
         """Fail early if the study already records a parameter with another kind of
-        distribution (e.g. a resumed study whose file changed a range to a choice)."""
+        distribution (e.g. a resumed study whose file changed a range to a choice).
+
+        Every recorded trial is looked at, not only the first: a parameter may
+        first appear in a later trial (a study file that added it on a resume).
+        """
+        checked: set[tuple[str, BaseDistribution]] = set()  # distributions are hashable
         for trial in self.trials():
             for name, recorded in trial.distributions.items():
-                if name in dists:
-                    try:
-                        check_distribution_compatibility(recorded, dists[name])
-                    except ValueError as exc:
-                        raise HPSearchError(
-                            f"search.{name}: the recorded study samples it as {recorded}, "
-                            f"the study file as {dists[name]} ({exc}); use --name to start "
-                            "a new study"
-                        ) from exc
-            return
+                if name not in dists:
+                    continue
+                key = (name, recorded)
+                if key in checked:
+                    continue
+                checked.add(key)
+                try:
+                    check_distribution_compatibility(recorded, dists[name])
+                except ValueError as exc:
+                    raise HPSearchError(
+                        f"search.{name}: the recorded study samples it as {recorded}, "
+                        f"the study file as {dists[name]} ({exc}); use --name to start "
+                        "a new study"
+                    ) from exc
 
     def create_running_trials(
         self,
@@ -460,7 +469,11 @@ class StudyStore:
     def fail_trial(self, trial_id: int, reason: str) -> bool:
         """Mark one unfinished trial FAIL with a reason, in one transaction.
 
-        Returns False (and changes nothing) when it already finished.
+        Returns False (and changes nothing) when it already finished. The
+        completion time is written to the column as naive UTC, as every other
+        write here does (Core statements, not the ORM attribute: what that
+        attribute does with a naive datetime differs between Optuna releases;
+        Optuna 5.1 reads it as local time and converts it).
         """
         trial_model = models.TrialModel
         with _create_scoped_session(self.rdb.scoped_session) as session:
@@ -468,8 +481,12 @@ class StudyStore:
             if trial.state.is_finished():
                 return False
             self._write_trial_attr(session, trial_id, records.TRIAL_FAIL_REASON, reason)
-            trial.state = TrialState.FAIL
-            trial.datetime_complete = datetime.datetime.now()
+            table = _table(trial_model)
+            session.execute(
+                table.update()
+                .where(table.c.trial_id == trial_id)
+                .values(state=TrialState.FAIL, datetime_complete=_utc_now())
+            )
             return True
 
     def _write_trial_attr(self, session: Any, trial_id: int, key: str, value: Any) -> None:

@@ -3,7 +3,8 @@
 Errors a user can fix (bad study file, option, storage URL, missing study)
 print one line ``hpsearch: error: ...`` on stderr and exit 2, with no
 traceback; a service that does not answer exits 1; unexpected failures exit 1;
-Ctrl-C exits 130. Data goes to stdout, progress and logs to stderr.
+Ctrl-C exits 130, SIGTERM 143 (128 + the signal's number, as a shell reports
+a process the signal ended). Data goes to stdout, progress and logs to stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ from trainer.errors import TrainerError
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """``hpsearch run`` got SIGTERM (``ray job stop``, Kubernetes, Slurm).
+
+    A KeyboardInterrupt: no ``except Exception`` on the way swallows it, and
+    Ray's wait loops, which run Python's signal handlers themselves, pass a
+    KeyboardInterrupt on (as a plain one: the handler also sets a flag that
+    ``hpsearch run`` checks) where any other exception becomes a SystemError.
+    """
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     query.register(sub)
     report.register(sub)
     studies.register(sub)
+    # -v after the subcommand too (hpsearch run X.toml -v). SUPPRESS: a
+    # subcommand without -v leaves the value set before it alone.
+    for command in {id(p): p for p in sub.choices.values()}.values():
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="debug logging on stderr",
+        )
     return parser
 
 
@@ -65,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HPSearchError, TrainerError) as exc:
         print(f"hpsearch: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("hpsearch: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("hpsearch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -10,9 +10,13 @@ import socket
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hpsearch.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from hpsearch.errors import ConfigError, HPSearchError
+
+if TYPE_CHECKING:
+    from hpsearch.search import SearchResult
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +78,26 @@ def register(sub: Any) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # SIGTERM (ray job stop, Kubernetes, Slurm) from here on ends the run cleanly
+    # (see _Signals); ray.init installs its own handler, so it is set again after.
+    signals = _Signals()
+    previous_term = signal.signal(signal.SIGTERM, signals.on_sigterm)
+    try:
+        return _run(args, signals)
+    except KeyboardInterrupt as exc:
+        if signals.terminated and not isinstance(exc, Terminated):
+            raise Terminated from None  # Ray passed our SIGTERM on as a plain one
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+def _run(args: argparse.Namespace, signals: _Signals) -> int:
     # Everything that can be wrong with the input is checked before anything
     # is written: the study file, the overrides, the storage URL, the data.
     from hpsearch.config import load_study
     from hpsearch.storage import DEFAULT_STORAGE
-    from hpsearch.storage_url import mask_url, parse_storage_url
+    from hpsearch.storage_url import parse_storage_url
 
     config = load_study(args.study_file)
     config = config.with_overrides(
@@ -91,8 +110,13 @@ def run_command(args: argparse.Namespace) -> int:
     )
     url = args.storage or DEFAULT_STORAGE
     parse_storage_url(url)
-    if args.address is not None and not args.address.strip():
-        raise ConfigError("--address: got ''; expected 'auto', HOST:PORT or ray://HOST:PORT")
+    from hpsearch.cluster import resolve_address
+
+    address, address_source = resolve_address(args.address)
+    if address is not None and not address.strip():
+        raise ConfigError(
+            f"{address_source}: got {address!r}; expected 'auto', HOST:PORT or ray://HOST:PORT"
+        )
     if args.report:
         _check_report_dir(args.report)
 
@@ -112,7 +136,8 @@ def run_command(args: argparse.Namespace) -> int:
         ) from exc
 
     # Services last (they may make us wait, boundedly): the database must be
-    # usable and a cluster must answer at --address, still before any write.
+    # usable and a cluster must answer at --address (or RAY_ADDRESS), still
+    # before any write.
     from hpsearch.cluster import check_address
     from hpsearch.storage_url import StorageUnreachableError, check_storage
 
@@ -123,17 +148,11 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     if not args.fresh:
         _check_recorded_study(url, config)
-    if args.address is not None:
-        check_address(args.address)
+    if address is not None:
+        check_address(address, source=address_source)
 
-    from hpsearch import records, space
-    from hpsearch.cli.progress import ProgressDisplay, format_box, summary_table
     from hpsearch.cluster import RayExecutor, effective_pack_size, ray_session
     from hpsearch.metric_scale import builtin_scale
-    from hpsearch.sampling import make_sampler
-    from hpsearch.search import NarrowingSearch, SearchObserver, driver_gone
-    from hpsearch.storage import StudyStore
-    from hpsearch.worker import trial_seed
 
     warm = None
     if args.from_study:  # checked before anything is written
@@ -146,66 +165,11 @@ def run_command(args: argparse.Namespace) -> int:
     err = sys.stderr
     if args.fresh:
         config = config.with_overrides(name=_free_name(url, config.name))
-    sampler = make_sampler(config.sampler, config.seed)
-    store, existed = StudyStore.open(
-        url, config.name, direction=config.direction, sampler=sampler, create=True
-    )
-    print(f"hpsearch: storage {mask_url(url)}", file=err)  # after its errors: one line
-    driver_id = uuid.uuid4().hex[:12]
-    # Say we are here before choosing the sampler's stream: two drivers that
-    # start together on one study then both see each other.
-    host = socket.gethostname()
-    store.beat(
-        driver_id,
-        {"host": host, "pid": os.getpid(), "heartbeat": time.time(), "state": "starting"},
-    )
-    others = [
-        d
-        for d, info in store.drivers().items()
-        if d != driver_id and not driver_gone(info, now=time.time(), host=host)
-    ]
-    if others:
-        # Another driver is working on this study: sample a different stream.
-        seed = trial_seed(config.seed, int(driver_id, 16) % (2**31))
-        sampler = make_sampler(config.sampler, seed)
-        store.study.sampler = sampler
-        print(f"hpsearch: sharing the study with {len(others)} running driver(s)", file=err)
-    if existed:
-        attrs = store.user_attrs()
-        n = len(store.trials())
-        print(f"hpsearch: study {config.name!r} exists ({n} trials recorded); resuming", file=err)
-        if attrs.get(records.STUDY_FILE_KEY) not in (None, config.source_text):
-            logger.warning(
-                "the study file differs from the one recorded for %r; the recorded rounds "
-                "are kept (use --fresh for a new study)",
-                config.name,
-            )
-    else:
-        store.set_study_attr(records.STUDY_FILE_KEY, config.source_text)
-        store.set_study_attr(records.OVERRIDES_KEY, dict(config.overrides))
-        store.set_study_attr(records.METRIC_KEY, config.metric)
-        print(
-            f"hpsearch: study {config.name!r}: {config.narrowing.rounds} rounds x "
-            f"{config.narrowing.trials_per_round} trials, sampler {config.sampler}, "
-            f"pruner {_pruner_text(config)}, metric {config.metric} ({config.direction})",
-            file=err,
-        )
-
-    first_box, enqueue = None, None
-    if warm is not None and existed:
-        logger.warning("study %r exists: resuming it; --from is ignored", config.name)
-    elif warm is not None:
-        first_box, enqueue = warm.box, warm.enqueue
-        store.set_study_attr(records.WARM_START_KEY, warm.to_record())
-        print(
-            f"hpsearch: warm start from {warm.source!r}: first box "
-            f"{format_box(space.box_to_record(warm.box))}; {len(enqueue)} of its top "
-            "trials run first",
-            file=err,
-        )
-
-    observer: SearchObserver = SearchObserver() if args.quiet else ProgressDisplay(err)
-    with ray_session(args.address):
+    # Ray next, and whether one trial fits on a node of it (a trial larger than
+    # every node is an error, or a wait for the autoscaler), before the study
+    # is written: bad resources leave nothing behind either.
+    with ray_session(address, source=address_source) as started:
+        signal.signal(signal.SIGTERM, signals.on_sigterm)  # ray.init set its own
         executor = RayExecutor(
             data,
             workers=config.resources.workers,
@@ -217,54 +181,29 @@ def run_command(args: argparse.Namespace) -> int:
             study_name=config.name,
             max_epochs=int(config.model.get("epochs", 1)),
             pack_size=effective_pack_size(config, data.n_features, data.n_classes),
+            on_wait=lambda message: print(f"hpsearch: {message}", file=err),
         )
-        print(
-            f"hpsearch: Ray with {executor.info.nodes} node(s), {executor.info.cpus:g} CPUs; "
-            f"{executor.workers} workers"
-            + (f", packing up to {executor.pack_size} trials" if executor.pack_size > 1 else ""),
-            file=err,
-        )
-        search = NarrowingSearch(
-            config,
-            store,
-            executor,
-            sampler,
-            observer=observer,
-            final_eval=args.final_eval,
-            driver_id=driver_id,
-            first_box=first_box,
-            enqueue=enqueue,
-            scale=builtin_scale(config.metric, data),
-        )
-
-        def on_sigint(_signum: int, _frame: Any) -> None:
-            if search.stop_requested:
-                raise KeyboardInterrupt
-            search.request_stop()
-            print(
-                f"\nhpsearch: stopping: waiting for {executor.in_flight} running trial(s) to "
-                "finish (Ctrl-C again to cancel them)",
-                file=err,
-            )
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            result = search.run()
+            result = _search(
+                args,
+                config,
+                url,
+                executor,
+                signals,
+                warm=warm,
+                scale=builtin_scale(config.metric, data),
+                ray_where=_ray_where(executor, address, address_source, started),
+            )
         finally:
-            signal.signal(signal.SIGINT, previous)
             executor.close()
+    if isinstance(result, int):
+        return result
 
-    if result.interrupted:
-        print(
-            f"hpsearch: interrupted; the database is consistent ({result.trials_run} trials "
-            f"recorded in this run). Resume with the same command: hpsearch run "
-            f"{args.study_file} --name {config.name} --storage {mask_url(url)}",
-            file=err,
-        )
-        return 130
     out = sys.stdout
     if result.already_finished:
         print(f"hpsearch: study {config.name!r} already finished ({result.stop_reason})", file=err)
+    from hpsearch.cli.progress import summary_table
+
     print(summary_table(result.rounds), file=out)
     print(f"stopped: {result.stop_reason}", file=out)
     best = result.best_trial
@@ -286,6 +225,224 @@ def run_command(args: argparse.Namespace) -> int:
         page = write_report(url, config.name, args.report or None)
         print(f"report: {page}", file=out)
     return 0
+
+
+def _search(
+    args: argparse.Namespace,
+    config: Any,
+    url: str,
+    executor: Any,
+    signals: _Signals,
+    *,
+    warm: Any,
+    scale: Any,
+    ray_where: str,
+) -> SearchResult | int:
+    """Open (or create) the study and run the search on ``executor``.
+
+    Returns the :class:`~hpsearch.search.SearchResult`, or the exit code of a
+    run stopped by Ctrl-C or SIGTERM (after saying how to resume).
+    """
+    from hpsearch import records, space
+    from hpsearch.cli.progress import ProgressDisplay, format_box
+    from hpsearch.sampling import make_sampler
+    from hpsearch.search import NarrowingSearch, SearchObserver, driver_gone
+    from hpsearch.storage import StudyStore
+    from hpsearch.storage_url import mask_url
+    from hpsearch.worker import trial_seed
+
+    err = sys.stderr
+    sampler = make_sampler(config.sampler, config.seed)
+    store, existed = StudyStore.open(
+        url, config.name, direction=config.direction, sampler=sampler, create=True
+    )
+    print(f"hpsearch: storage {mask_url(url)}", file=err)  # after its errors: one line
+    driver_id = uuid.uuid4().hex[:12]
+    resume = (
+        f"Resume with the same command: hpsearch run {args.study_file} --name {config.name} "
+        f"--storage {mask_url(url)}"
+    )
+    try:
+        # Say we are here before choosing the sampler's stream: two drivers that
+        # start together on one study then both see each other.
+        host = socket.gethostname()
+        store.beat(
+            driver_id,
+            {"host": host, "pid": os.getpid(), "heartbeat": time.time(), "state": "starting"},
+        )
+        others = [
+            d
+            for d, info in store.drivers().items()
+            if d != driver_id and not driver_gone(info, now=time.time(), host=host)
+        ]
+        if others:
+            # Another driver is working on this study: sample a different stream.
+            seed = trial_seed(config.seed, int(driver_id, 16) % (2**31))
+            sampler = make_sampler(config.sampler, seed)
+            store.study.sampler = sampler
+            print(f"hpsearch: sharing the study with {len(others)} running driver(s)", file=err)
+        if existed:
+            attrs = store.user_attrs()
+            n = len(store.trials())
+            print(
+                f"hpsearch: study {config.name!r} exists ({n} trials recorded); resuming",
+                file=err,
+            )
+            if attrs.get(records.STUDY_FILE_KEY) not in (None, config.source_text):
+                logger.warning(
+                    "the study file differs from the one recorded for %r; the recorded rounds "
+                    "are kept (use --fresh for a new study)",
+                    config.name,
+                )
+        else:
+            store.set_study_attr(records.STUDY_FILE_KEY, config.source_text)
+            store.set_study_attr(records.OVERRIDES_KEY, dict(config.overrides))
+            store.set_study_attr(records.METRIC_KEY, config.metric)
+            print(
+                f"hpsearch: study {config.name!r}: {config.narrowing.rounds} rounds x "
+                f"{config.narrowing.trials_per_round} trials, sampler {config.sampler}, "
+                f"pruner {_pruner_text(config)}, metric {config.metric} ({config.direction})",
+                file=err,
+            )
+
+        first_box, enqueue = None, None
+        if warm is not None and existed:
+            logger.warning("study %r exists: resuming it; --from is ignored", config.name)
+        elif warm is not None:
+            first_box, enqueue = warm.box, warm.enqueue
+            store.set_study_attr(records.WARM_START_KEY, warm.to_record())
+            print(
+                f"hpsearch: warm start from {warm.source!r}: first box "
+                f"{format_box(space.box_to_record(warm.box))}; {len(enqueue)} of its top "
+                "trials run first",
+                file=err,
+            )
+
+        print(
+            f"hpsearch: {ray_where} with {executor.info.nodes} node(s), "
+            f"{executor.info.cpus:g} CPUs; {executor.workers} workers"
+            + (f", packing up to {executor.pack_size} trials" if executor.pack_size > 1 else ""),
+            file=err,
+        )
+        observer: SearchObserver = SearchObserver() if args.quiet else ProgressDisplay(err)
+        search = NarrowingSearch(
+            config,
+            store,
+            executor,
+            sampler,
+            observer=observer,
+            final_eval=args.final_eval,
+            driver_id=driver_id,
+            first_box=first_box,
+            enqueue=enqueue,
+            scale=scale,
+        )
+        signals.search, signals.executor = search, executor
+        previous = signal.signal(signal.SIGINT, signals.on_sigint)
+        try:
+            result = search.run()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            signals.search = None
+    except KeyboardInterrupt:
+        # Second Ctrl-C or SIGTERM: the search cancelled its running trials and
+        # marked them stale; a trial claimed but not yet sent (or collected but
+        # not yet recorded) when the signal came is released here too.
+        signals.cancelling = True
+        terminated = signals.terminated
+        why = "cancelled by SIGTERM" if terminated else "cancelled by Ctrl-C"
+        _release_running(store, driver_id, why)
+        recorded, cancelled = _counts(store, driver_id)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(
+            f"\nhpsearch: {what}; {cancelled} running trial(s) cancelled, to be redone; the "
+            f"database is consistent ({recorded} trials recorded in this run). {resume}",
+            file=err,
+        )
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+    if result.interrupted:
+        print(
+            f"hpsearch: interrupted; the database is consistent ({result.trials_run} trials "
+            f"recorded in this run). {resume}",
+            file=err,
+        )
+        return EXIT_INTERRUPTED
+    return result
+
+
+class _Signals:
+    """What Ctrl-C and SIGTERM do during ``hpsearch run``.
+
+    Ctrl-C once: stop dispatching, let the running trials finish (the search's
+    :meth:`~hpsearch.search.NarrowingSearch.request_stop`); twice: cancel
+    them (KeyboardInterrupt). SIGTERM: cancel at once, as a second Ctrl-C
+    (:class:`~hpsearch.cli.Terminated`); before the search starts nothing runs
+    and the run just ends. Once cancelling, further signals are ignored so that
+    the clean-up (a few database writes) is not cut short.
+    """
+
+    def __init__(self) -> None:
+        self.search: Any = None
+        self.executor: Any = None
+        self.cancelling = False
+        self.terminated = False
+
+    def on_sigint(self, _signum: int, _frame: Any) -> None:
+        if self.cancelling:
+            return
+        if self.search is None or self.search.stop_requested:
+            self.cancelling = True
+            raise KeyboardInterrupt
+        self.search.request_stop()
+        running = self.executor.in_flight if self.executor is not None else 0
+        print(
+            f"\nhpsearch: stopping: waiting for {running} running trial(s) to finish "
+            "(Ctrl-C again to cancel them)",
+            file=sys.stderr,
+        )
+
+    def on_sigterm(self, _signum: int, _frame: Any) -> None:
+        if self.cancelling:
+            return
+        self.cancelling = self.terminated = True
+        if self.search is not None:
+            self.search.request_stop()
+        raise Terminated
+
+
+def _release_running(store: Any, driver_id: str, why: str) -> int:
+    """Mark FAIL (stale) every trial this driver left RUNNING; a resume redoes them."""
+    from optuna.trial import TrialState
+
+    from hpsearch import records
+
+    count = 0
+    for trial in store.trials(states=(TrialState.RUNNING, TrialState.WAITING)):
+        if trial.user_attrs.get(records.TRIAL_DRIVER) == driver_id:
+            reason = f"{records.STALE_PREFIX} {why}; redone on resume"
+            count += bool(store.fail_trial(trial._trial_id, reason))
+    return count
+
+
+def _counts(store: Any, driver_id: str) -> tuple[int, int]:
+    """This driver's trials: (recorded with a result, cancelled and marked stale)."""
+    from hpsearch import records
+    from hpsearch.search import is_stale
+
+    mine = [t for t in store.trials() if t.user_attrs.get(records.TRIAL_DRIVER) == driver_id]
+    stale = sum(1 for t in mine if is_stale(t))
+    return sum(1 for t in mine if t.state.is_finished()) - stale, stale
+
+
+def _ray_where(executor: Any, address: str | None, source: str, started: bool) -> str:
+    """Which Ray the run uses and why: ``Ray cluster at H:P (from RAY_ADDRESS)``,
+    ``Ray started locally``, or the session this process already had."""
+    if not started:
+        return f"Ray session at {executor.info.address} (already open in this process)"
+    if address in (None, "local"):
+        return "Ray started locally"
+    return f"Ray cluster at {executor.info.address} (from {source})"
 
 
 def _check_recorded_study(url: str, config: Any) -> None:

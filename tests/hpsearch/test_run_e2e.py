@@ -218,6 +218,29 @@ def test_final_evaluation_is_recorded(tmp_path, ray_local, capsys):
     assert "final evaluation: test accuracy" in capsys.readouterr().out
 
 
+def test_a_finished_study_gets_its_final_evaluation_when_asked_later(tmp_path, ray_local, capsys):
+    # A study that finished without one (not asked for, or interrupted during it) runs it
+    # on the next run with --final-eval instead of saying "already finished" and skipping it.
+    study_file = tmp_path / "late.toml"
+    study_file.write_text(STUDY.replace('name = "e2e"', 'name = "late"'))
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    assert main(["run", str(study_file), "--storage", url, "--quiet", "--rounds", "1"]) == 0
+    attrs = optuna.load_study(study_name="late", storage=url).user_attrs
+    assert records.FINAL_EVAL_KEY not in attrs
+    n_trials = len(_trials(url, "late"))
+    capsys.readouterr()
+    code = main(
+        ["run", str(study_file), "--storage", url, "--quiet", "--rounds", "1", "--final-eval"]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "already finished" in captured.err
+    assert "final evaluation: test accuracy" in captured.out
+    final = optuna.load_study(study_name="late", storage=url).user_attrs[records.FINAL_EVAL_KEY]
+    assert len(final["test_accuracy"]) == 5
+    assert len(_trials(url, "late")) == n_trials  # no trial ran again
+
+
 @pytest.mark.parametrize(
     "text, words",
     [
