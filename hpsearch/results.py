@@ -646,7 +646,9 @@ def trials(storage: str | BaseStorage, name: str) -> pd.DataFrame:
             (categories in that order, see :data:`TRIAL_STATES`).
         value (float64): the metric; NaN when the trial has none (FAIL,
             RUNNING, ...).
-        round (Int64): 0-based narrowing round the trial was sampled in.
+        round (Int64): the narrowing round the trial was sampled in,
+            numbered from 1 as ``hpsearch run`` prints it (the database
+            stores 0-based indices, :mod:`hpsearch.records`).
         seed (Int64): the trial's training seed.
         <one column per parameter>: named as in the study file (``lr``,
             ``weight_decay``, ``dropout_ratio``, ``batchnorm``, ...), in the
@@ -690,7 +692,8 @@ def _trials_frame(frozen: list[Any]) -> pd.DataFrame:
         lead["number"].append(t.number)
         lead["state"].append(t.state.name)
         lead["value"].append(_float_or_nan(t.values[0]) if t.values else math.nan)
-        lead["round"].append(_int_or_none(ua.get(records.TRIAL_ROUND)))
+        stored = _int_or_none(ua.get(records.TRIAL_ROUND))
+        lead["round"].append(None if stored is None else stored + 1)
         lead["seed"].append(_int_or_none(ua.get(records.TRIAL_SEED)))
         for pname, column in params.items():
             column.append(t.params.get(pname))
@@ -753,7 +756,7 @@ def rounds(storage: str | BaseStorage, name: str) -> pd.DataFrame:
     """One row per recorded narrowing round of study ``name``, in order.
 
     Columns (dtype):
-        round (int64): 0-based round index.
+        round (int64): the round's number, from 1 (stored 0-based).
         n_trials (Int64): trials the round asked for.
         best, median (float64): best and median metric of the round's
             finished trials (NaN when none finished).
@@ -804,7 +807,7 @@ def _rounds_frame(attrs: Mapping[str, Any]) -> pd.DataFrame:
     recs = _round_records(attrs)
     columns: dict[str, list[Any]] = {name: [] for name in ROUND_COLUMNS}
     for rec in recs:
-        columns["round"].append(rec.index)
+        columns["round"].append(rec.index + 1)
         columns["n_trials"].append(_int_or_none(rec.n_trials))
         columns["best"].append(_float_or_nan(rec.best))
         columns["median"].append(_float_or_nan(rec.median))

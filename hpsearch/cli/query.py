@@ -1,7 +1,7 @@
 """``hpsearch ls | show | trials | export``: read the results database.
 
 The commands mirror :mod:`hpsearch.results`. Tables go to stdout as plain
-aligned text (round numbers are 0-based, as stored); notes go to stderr.
+aligned text (rounds numbered from 1, as hpsearch run prints them); notes go to stderr.
 Errors (bad URL, missing database or study, bad option) are raised as
 :class:`~hpsearch.errors.HPSearchError` and shown by :func:`hpsearch.cli.main`
 as one line on stderr with exit code 2.
@@ -172,7 +172,7 @@ def show_command(args: argparse.Namespace) -> int:
             last = int(rounds["round"].max())
             for index, decision, reason in decided:
                 then = "the next box" if index < last else "a warm start's first box (--from)"
-                lines.append(f"  after round {index + 1}: {decision} -> {then}: {reason}")
+                lines.append(f"  after round {index}: {decision} -> {then}: {reason}")
     lines.append("")
 
     best = results.pick_best(trials, info.direction)

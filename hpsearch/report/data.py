@@ -8,8 +8,8 @@ importances also load the study with ``optuna.load_study`` on a read-only
 storage. Nothing here starts Ray or writes to the database.
 
 Conventions:
-    * Rounds are the stored 0-based indices (``round`` columns); the figures
-      and the page print them 1-based ("round 1"), as ``hpsearch run`` does.
+    * Rounds are numbered from 1 (``round`` columns, as :mod:`hpsearch.results`
+      gives them and ``hpsearch run`` prints them).
     * "Finished with a value" means state COMPLETE and a finite value, the
       trials a round's best and median are computed from
       (:mod:`hpsearch.search`; hpsearch records a non-finite metric as FAIL,
@@ -263,7 +263,7 @@ def lr_wd_points(source: StudyData | str | BaseStorage, name: str | None = None)
 def round_boxes(source: StudyData | str | BaseStorage, name: str | None = None) -> pd.DataFrame:
     """Each recorded round's ``lr`` × ``weight_decay`` box.
 
-    Columns: ``round`` (int64, 0-based), ``lr_low``, ``lr_high``,
+    Columns: ``round`` (int64, from 1), ``lr_low``, ``lr_high``,
     ``weight_decay_low``, ``weight_decay_high`` (float64). Only rounds whose box
     has numeric ranges for both parameters.
     """
@@ -285,7 +285,7 @@ def round_stats(source: StudyData | str | BaseStorage, name: str | None = None) 
     """Best, median and spread of the metric in each round.
 
     One row per round that has a recorded round record or trials, in order.
-    Columns: ``round`` (int64, 0-based), ``n_trials`` (int64, trials sampled
+    Columns: ``round`` (int64, from 1), ``n_trials`` (int64, trials sampled
     in the round, any state), ``n_complete`` (int64, COMPLETE with a value),
     ``best`` (by the study's direction), ``median``, ``q1``, ``q3`` (25th and
     75th percentiles, linear interpolation), ``min``, ``max`` (float64; NaN

@@ -100,7 +100,7 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def _round_name(index: int) -> str:
-    return f"round {int(index) + 1}"
+    return f"round {int(index)}"
 
 
 def _fmt(value: float) -> str:

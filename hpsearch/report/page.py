@@ -175,7 +175,7 @@ def _best_section(data: rd.StudyData) -> str:
         if column in row.index and not _missing(row[column]):
             value = row[column]
             if column == "round":
-                text = f"{int(value) + 1}"
+                text = f"{int(value)}"
             elif column == "train_seconds":
                 text = f"{float(value):.2f} s"
             else:
@@ -236,7 +236,7 @@ def _rounds_section(data: rd.StudyData) -> str:
         index = int(rec["round"])
         complete = int(stats.loc[index, "n_complete"]) if index in stats.index else 0
         row = [
-            index + 1,
+            index,
             _param(rec["n_trials"]),
             complete,
             _num(rec["best"]),
@@ -256,9 +256,34 @@ def _rounds_section(data: rd.StudyData) -> str:
     out = _table(header, rows, {6, *box_cols}, box_cols)
     if len(r) == 1:
         out += _note("Only one round ran, so the search did not narrow.")
-    return out + (
+    out += (
         '<p class="sub">Rounds are numbered from 1 (stored 0-based). best and median are over '
         "the round's COMPLETE trials; each box is where that round sampled.</p>"
+    )
+    return out + _decisions(r)
+
+
+def _decisions(r: pd.DataFrame) -> str:
+    """What the round rule decided after each round, and why (rounds that recorded it)."""
+    decided = [
+        (int(rec.round), rec.decision, rec.reason)
+        for rec in r.itertuples()
+        if not _missing(rec.decision)
+    ]
+    if not decided:
+        return ""
+    last = int(r["round"].max())
+    rows = [
+        [
+            index,
+            str(decision),
+            "the next box" if index < last else "a warm start (--from)",
+            str(reason),
+        ]
+        for index, decision, reason in decided
+    ]
+    return "<h3>The round rule's decisions</h3>" + _table(
+        ["after round", "decision", "gives", "why"], rows, {1, 2, 3}
     )
 
 
@@ -270,7 +295,7 @@ def _failures_section(data: rd.StudyData, limit: int = 30) -> str:
     rows = [
         (
             int(f["number"]),
-            "–" if _missing(f["round"]) else int(f["round"]) + 1,
+            "–" if _missing(f["round"]) else int(f["round"]),
             "–" if _missing(f["fail_reason"]) else f["fail_reason"],
         )
         for _, f in failed.head(limit).iterrows()

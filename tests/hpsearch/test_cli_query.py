@@ -101,11 +101,13 @@ def test_show_prints_rounds_best_trial_and_final_evaluation(recorded, capsys):
         assert column in header.split()
     start = lines.index(header)
     table = [line.split() for line in lines[start + 1 : start + 4]]
-    assert [r[0] for r in table] == ["0", "1", "2"]
+    assert [r[0] for r in table] == ["1", "2", "3"]  # numbered from 1, as hpsearch run does
     assert [r[2] for r in table] == [f"{rec.best:.4f}" for rec in up.rounds]
-    assert "1e-06..0.01" in lines[start + 1]  # round 0's box is the study file's
+    assert "1e-06..0.01" in lines[start + 1]  # round 1's box is the study file's
     best = up.best
-    assert f"best: trial {best.number}, round {best.round}  val_accuracy={best.value:.4f}" in out
+    assert (
+        f"best: trial {best.number}, round {best.round + 1}  val_accuracy={best.value:.4f}" in out
+    )
     for name in ("lr", "weight_decay", "dropout_ratio", "batchnorm", "batch_size", "activation"):
         assert any(line.split()[:1] == [name] for line in lines), name
     assert "final evaluation: test accuracy 0.9200 ± 0.0100 over 3 seeds" in out

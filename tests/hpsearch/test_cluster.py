@@ -159,7 +159,7 @@ def test_losing_a_worker_node_mid_study_keeps_counts_exact(cluster, tmp_path):
 
     url, _ = _run(tmp_path, "lost", epochs=150, rounds=2, trials=12, during=kill_a_node)
     df = results.trials(url, "lost")
-    for r in (0, 1):
+    for r in (1, 2):  # rounds are numbered from 1
         in_round = df[df["round"] == r]
         assert len(in_round) == 12
         assert in_round["state"].isin(["COMPLETE", "PRUNED", "FAIL"]).all()

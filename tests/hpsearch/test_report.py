@@ -183,7 +183,7 @@ def test_lr_wd_points_hold_every_trial_with_both_params(recorded):
 def test_round_boxes_are_the_recorded_boxes_and_nest(recorded):
     url, up = recorded
     boxes = report.round_boxes(url, "up")
-    assert boxes["round"].tolist() == [r.index for r in up.rounds]
+    assert boxes["round"].tolist() == [r.index + 1 for r in up.rounds]  # numbered from 1
     for row, rec in zip(boxes.itertuples(index=False), up.rounds, strict=True):
         assert row.lr_low == rec.box["lr"]["low"] and row.lr_high == rec.box["lr"]["high"]
         assert row.weight_decay_low == rec.box["weight_decay"]["low"]
@@ -195,13 +195,13 @@ def test_round_boxes_are_the_recorded_boxes_and_nest(recorded):
 def test_round_stats_are_best_median_and_quartiles_of_complete_trials(recorded):
     url, up = recorded
     stats = report.round_stats(url, "up")
-    assert stats["round"].tolist() == [0, 1, 2, 3]  # round 3 has only a running trial
+    assert stats["round"].tolist() == [1, 2, 3, 4]  # round 4 has only a running trial
     assert stats.iloc[3][["n_trials", "n_complete"]].tolist() == [1, 0]
     assert stats.iloc[3][["best", "median", "q1", "q3"]].isna().all()
     for row in stats.iloc[:3].itertuples(index=False):
-        values = [t.value for t in up.trials if t.round == row.round and t.state == "COMPLETE"]
+        values = [t.value for t in up.trials if t.round + 1 == row.round and t.state == "COMPLETE"]
         assert row.n_trials == 6
-        assert row.n_complete == len(values) == (4 if row.round < 2 else 5)
+        assert row.n_complete == len(values) == (4 if row.round < 3 else 5)
         assert row.best == max(values)
         assert row.median == pytest.approx(float(np.median(values)))
         assert row.q1 == pytest.approx(float(np.percentile(values, 25)))

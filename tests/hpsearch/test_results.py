@@ -162,7 +162,7 @@ def test_trials_hold_what_was_recorded(recorded):
             assert math.isnan(row["value"])
         else:
             assert row["value"] == t.value
-        assert row["round"] == t.round
+        assert row["round"] == t.round + 1  # numbered from 1, stored 0-based
         assert row["seed"] == t.seed
         for name, value in t.params.items():
             assert row[name] == value, (t.number, name)
@@ -305,7 +305,7 @@ def test_rounds_decode_each_box(recorded):
     assert dtypes["started_at"] == dtypes["ended_at"] == TIME
     assert dtypes["lr_low"] == dtypes["batch_size_high"] == "float64"
     assert dtypes["top_trials"] == dtypes["batchnorm_choices"] == "object"
-    assert df["round"].tolist() == [0, 1, 2]
+    assert df["round"].tolist() == [1, 2, 3]  # numbered from 1, as hpsearch run prints them
     for rec, (_, row) in zip(up.rounds, df.iterrows(), strict=True):
         assert row["n_trials"] == rec.n_trials
         assert row["best"] == rec.best and row["median"] == rec.median

@@ -302,3 +302,22 @@ def test_fresh_starts_a_new_study_under_a_new_name(study_run, capsys):
     assert after - before == {"e2e-2"}
     assert len(_trials(url, "e2e-2")) == 8
     assert "resuming" not in capsys.readouterr().err
+
+
+def test_round_decisions_show_in_results_show_and_the_report(study_run, capsys, tmp_path):
+    _, url = study_run
+    rounds = results.rounds(url, "e2e")
+    assert rounds["round"].tolist() == [1, 2, 3]  # numbered from 1, as hpsearch run prints them
+    assert rounds["decision"].isin(["shrink", "hold", "grow", "slide", "restart"]).all()
+    assert rounds["reason"].str.contains("trials above chance").all()
+    capsys.readouterr()
+    assert main(["show", "e2e", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    for r in rounds.itertuples():
+        assert f"after round {r.round}: {r.decision}" in out
+    from hpsearch.report import write_report
+
+    page = write_report(url, "e2e", tmp_path / "report").read_text()
+    assert "The round rule&#x27;s decisions" in page or "The round rule's decisions" in page
+    for r in rounds.itertuples():
+        assert f'<td class="text">{r.decision}</td>' in page
