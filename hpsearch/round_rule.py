@@ -38,9 +38,12 @@ then pruned ones by depth and value):
    :data:`COLLAPSED` of the region on every numeric axis).
 3. *Signal*: the top-k informative trials of all rounds so far span the next
    box (min..max on each axis, padded by ``margin`` times the box's width,
-   at least :data:`KEEP` of the box's width, within the region; the choices
-   they use). When the best trial lies within :data:`EDGE` of the box's width
-   of an edge the region extends past, that edge moves out by :data:`SLIDE`
+   within the region; the choices they use). The box keeps at least
+   :data:`KEEP` of its width when k trials are informative, and more when
+   fewer are: ``KEEP + (1 - KEEP) * (1 - n/k)`` for n < k informative trials
+   (one weak trial barely moves it), and its choices stay until k are.
+   When the best trial lies within :data:`EDGE` of the box's width of an
+   edge the region extends past, that edge moves out by :data:`SLIDE`
    of the width or :data:`HALFWAY` to the region's edge, whichever is more,
    so the search follows an optimum outside the first box in a few rounds.
 
@@ -65,7 +68,8 @@ ACTIONS = ("shrink", "hold", "grow", "slide", "restart")
 Z = 3.0
 """How many noise units a trial must beat the floor by to count as informative."""
 KEEP = 0.25
-"""A shrinking box keeps at least this fraction of its width per round."""
+"""A shrinking box keeps at least this fraction of its width per round (with k
+informative trials; more with fewer)."""
 EDGE = 0.15
 """The best trial within this fraction of the width of an edge crowds it."""
 SLIDE = 0.5
@@ -243,8 +247,14 @@ def _spanned(
     region: Mapping[str, ParamSpec],
     top: Sequence[TrialPoint],
     margin: float,
+    top_k: int,
 ) -> tuple[dict[str, ParamSpec], list[str]]:
     """The box the top trials span (see rule 3), and the edges that crowded and moved."""
+    # Evidence from fewer than k informative trials narrows less: on the deep tanh
+    # problem three trials barely above chance shrank the box onto a slow-learning
+    # corner (lr < 2e-4) far from where the network learns well.
+    filled = min(1.0, len(top) / top_k)
+    keep = KEEP + (1 - KEEP) * (1 - filled)
     out: dict[str, ParamSpec] = {}
     crowded: list[str] = []
     best = top[0].params
@@ -252,7 +262,7 @@ def _spanned(
         reg = region[name]
         values = [p.params[name] for p in top if name in p.params]
         if isinstance(spec, Choice):
-            seen = set(values)
+            seen = set(values) if filled == 1.0 else set(spec.choices)
             out[name] = Choice(choices=tuple(c for c in reg.choices if c in seen) or spec.choices)  # type: ignore[union-attr]
             continue
         lo, hi = _span(spec)
@@ -260,7 +270,7 @@ def _spanned(
         width = hi - lo
         axis = [_axis(v, spec) for v in values]
         new_lo, new_hi = min(axis) - margin * width, max(axis) + margin * width
-        new_lo, new_hi = _fit_width(new_lo, new_hi, KEEP * width, r_lo, r_hi)
+        new_lo, new_hi = _fit_width(new_lo, new_hi, keep * width, r_lo, r_hi)
         b = _axis(best[name], spec) if name in best else (lo + hi) / 2
         near = EDGE * width
         # The best trial near an edge the region extends past: that edge moves
@@ -437,7 +447,7 @@ def decide(
             evidence,
             top,
         )
-    spanned, crowded = _spanned(box, region, top, settings.margin)
+    spanned, crowded = _spanned(box, region, top, settings.margin, settings.top_k)
     evidence["crowded_edges"] = crowded
     reason = (
         f"{len(this_inf)} of {len(this)} trials {above}; the top {len(top)} "

@@ -377,3 +377,19 @@ def test_the_search_reaches_an_optimum_outside_the_first_box(tmp_path, seed):
         assert box_from_record(record.next_box)["lr"].high <= 10.0
     for before, after in zip(result.rounds, result.rounds[1:], strict=False):
         assert after.box == before.next_box
+
+
+def test_weak_evidence_narrows_little_and_keeps_the_choices():
+    # The deep tanh benchmark (seed 0): after a round at chance the box grew to the region;
+    # then 3 of 33 trials were just above chance, all at lr < 2e-4, and shrinking onto
+    # them (a quarter of each axis) lost the region where the network learns (lr ~ 0.01-0.5).
+    rng = np.random.default_rng(7)
+    noise = _round(rng, 30, (-6, 0), lambda lr, r: r.uniform(0.08, 0.2))
+    weak = [_point(30 + i, lr, v, bn=True) for i, (lr, v) in enumerate(
+        [(2e-5, 0.35), (1e-4, 0.33), (1.5e-4, 0.31)])]  # fmt: skip
+    decision = decide(REGION, REGION, noise + weak, round_index=0, settings=SETTINGS, scale=CHAPTER)
+    assert decision.evidence["informative"] == 3
+    lo, hi = _decades(decision.box["lr"])
+    keep = KEEP + (1 - KEEP) * (1 - 3 / 7)
+    assert hi - lo >= keep * 6 - 1e-9  # 68 % of the width, not 25 %
+    assert decision.box["batchnorm"] == REGION["batchnorm"]  # 3 trials do not drop a choice
