@@ -17,7 +17,7 @@ import optuna
 from optuna.samplers import BaseSampler, QMCSampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import space
+from hpsearch import internals, space
 from hpsearch.config import ParamSpec
 from hpsearch.errors import ConfigError
 
@@ -59,7 +59,9 @@ class _BoxView:
         use_cache: bool = False,
     ) -> list[FrozenTrial]:
         return self._filter(
-            self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+            internals.study_trials(
+                self._study, deepcopy=deepcopy, states=states, use_cache=use_cache
+            )
         )
 
     @property
@@ -93,16 +95,14 @@ def sample_params(
     # Study.ask resets Optuna's per-thread trial cache before sampling; we sample
     # without ask, so reset it too, or a model-based sampler (TPE) would keep
     # seeing the trials of its first draw and act as random search.
-    thread_local = getattr(study, "_thread_local", None)
-    if thread_local is not None:
-        thread_local.cached_all_trials = None
+    internals.reset_trial_cache(study)
     view: Any = _BoxView(study, box)
     template = _template()
     dists = space.distributions(box)
     if isinstance(sampler, QMCSampler):
         relative_names = [n for n, d in dists.items() if not d.single()]
-    elif isinstance(sampler, (RandomSampler, TPESampler)) and not getattr(
-        sampler, "_multivariate", False
+    elif isinstance(sampler, (RandomSampler, TPESampler)) and not internals.samples_relative(
+        sampler
     ):
         relative_names = []
     else:
@@ -114,7 +114,7 @@ def sample_params(
         if name in relative:
             params[name] = relative[name]
         elif dist.single():
-            params[name] = optuna.distributions._get_single_value(dist)
+            params[name] = internals.single_value(dist)
         else:
             params[name] = sampler.sample_independent(view, template, name, dist)
     return params

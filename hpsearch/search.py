@@ -250,7 +250,7 @@ class NarrowingSearch:
                 continue
             if driver_gone(drivers.get(owner), now=now, host=self._host):
                 self.store.fail_trial(
-                    trial._trial_id,
+                    self.store.trial_id(trial),
                     f"{STALE_PREFIX} left {trial.state.name} by driver {owner} that stopped; "
                     "redone",
                 )
