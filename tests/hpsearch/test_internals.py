@@ -123,6 +123,28 @@ def test_installed_versions_are_the_tested_ones():
     assert internals._minor(ray.__version__) in internals.TESTED_RAY
 
 
+def test_the_dependency_bounds_admit_exactly_the_tested_releases():
+    """pyproject.toml lets pip install only releases the fast paths were tested with."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((HPSEARCH.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    specs = {
+        (req := Requirement(text)).name: req.specifier
+        for text in project["project"]["dependencies"]
+        if text.startswith(("optuna", "ray"))
+    }
+    for name, tested in (("optuna", internals.TESTED_OPTUNA), ("ray", internals.TESTED_RAY)):
+        admitted = {
+            minor
+            for major in range(1, 8)
+            for minor in (f"{major}.{n}" for n in range(100))
+            if specs[name].contains(f"{minor}.0") or specs[name].contains(f"{minor}.9")
+        }
+        assert admitted == set(tested), name
+
+
 def test_the_schema_revision_is_the_tested_one(tmp_path, fresh_internals):
     from hpsearch.storage_url import open_storage
 
