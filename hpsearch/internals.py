@@ -263,20 +263,6 @@ def samples_relative(sampler: Any) -> bool:
     return False
 
 
-def should_prune(study: Any, frozen: Any) -> bool:
-    """The study's pruner's decision for ``frozen``, as ``Trial.should_prune`` makes it.
-
-    Fast path: the pruner sees the study filtered as Optuna filters it for the
-    trial (Hyperband's bracket). Public: ``pruner.prune(study, trial)`` (Optuna
-    5.1's ``Trial.should_prune``; Hyperband filters by bracket itself).
-    """
-    if optuna_fast():
-        import optuna
-
-        return bool(study.pruner.prune(optuna.pruners._filter_study(study, frozen), frozen))
-    return bool(study.pruner.prune(study, frozen))
-
-
 # -- Ray ----------------------------------------------------------------------------------
 
 

@@ -24,7 +24,6 @@ from optuna.pruners import (
 )
 from optuna.trial import TrialState
 
-from hpsearch import internals
 from hpsearch.errors import ConfigError
 
 PRUNERS = ("none", "median", "asha", "hyperband")
@@ -99,7 +98,7 @@ class PruningOracle:
             sampler=optuna.samplers.RandomSampler(seed=0),
         )
         self._ids: dict[int, int] = {}
-        self._study_id = internals.study_id(self._study, self._storage)
+        self._study_id = self._storage.get_study_id_from_name(study_name)
 
     def _trial_id(self, number: int) -> int:
         trial_id = self._ids.get(number)
@@ -117,7 +116,9 @@ class PruningOracle:
         frozen = self._storage.get_trial(trial_id)
         if frozen.state != TrialState.RUNNING:
             return False
-        return internals.should_prune(self._study, frozen)
+        # As Optuna 5.1's Trial.should_prune: the pruner gets the whole study
+        # (Hyperband picks the trial's bracket itself).
+        return bool(self._study.pruner.prune(self._study, frozen))
 
     def finish(self, number: int, state: str, value: float | None) -> None:
         """Mark trial ``number`` finished (COMPLETE, PRUNED or FAIL)."""
