@@ -11,6 +11,8 @@ and builds the same ``FrozenTrial`` objects from the rows - equal field for
 field, as the tests check against Optuna's own read.
 
 Writes are Optuna's (and :mod:`hpsearch.storage`'s); only this read changes.
+Used only while :mod:`hpsearch.internals` keeps Optuna's fast paths on (a
+tested Optuna release and schema); otherwise Optuna's own read runs.
 """
 
 from __future__ import annotations

@@ -208,7 +208,8 @@ def _load_trials(storage: BaseStorage, study_id: int, *, part: str = "table") ->
 
     On Optuna's RDB storage the rows are read with a handful of plain SELECTs
     (no ORM objects: about 10x faster on thousands of trials); any other
-    storage, or a schema this code does not know, goes through
+    storage, a schema this code does not know, or an Optuna release
+    :mod:`hpsearch.internals` was not tested with goes through
     ``storage.get_all_trials(study_id, deepcopy=False)``.
     """
     from hpsearch import internals

@@ -224,7 +224,8 @@ def open_storage(
     url: str, *, create: bool, timeout: float = DEFAULT_TIMEOUT, **rdb_kwargs: Any
 ) -> RDBStorage:
     """Open the results database at ``url`` as an Optuna ``RDBStorage`` (a
-    :class:`~hpsearch.lean_reads.LeanRDBStorage`: trial reads as plain SQL).
+    :class:`~hpsearch.lean_reads.LeanRDBStorage`, trial reads as plain SQL,
+    unless :mod:`hpsearch.internals` turned Optuna's fast paths off).
 
     Args:
         url: A URL in one of the :data:`ALLOWED_FORMS`.
