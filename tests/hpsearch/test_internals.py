@@ -299,6 +299,90 @@ def test_the_oracle_prunes_as_optuna_trial_should_prune(pruner):
     assert 0 < pruned < 40
 
 
+def _store_story(tmp_path: Path, label: str) -> dict:
+    """One store's answers to a fixed sequence of writes and reads (same on both paths)."""
+    from hpsearch.records import RoundRecord
+    from hpsearch.worker import TrialOutcome
+
+    store, existed = StudyStore.open(
+        f"sqlite:///{tmp_path / (label + '.db')}",
+        "story",
+        direction="maximize",
+        sampler=make_sampler("random", 0),
+        create=True,
+    )
+    dists = space.distributions({"lr": FloatRange(low=1e-3, high=1.0, log=True)})
+    batch = [({"lr": 0.01 * (i + 1)}, 0) for i in range(5)]
+    created = store.create_running_trials(batch, dists, round_limit=4, driver="d1")
+    epochs = [dict.fromkeys(records.CURVE_FIELDS, 0.25), dict.fromkeys(records.CURVE_FIELDS, 0.5)]
+    history = {"records": epochs}
+    outcomes = [
+        TrialOutcome(
+            number=n,
+            trial_id=t,
+            round=0,
+            seed=n,
+            params={},
+            state="COMPLETE",
+            value=0.5 + n / 10,
+            history=history,
+            node="n",
+            backend="numpy",
+        )
+        for t, n in created[:2]
+    ]
+    store.finish_trials(outcomes)
+    store.finish_trials(outcomes[:1])  # already finished: left as is
+    running = store.trials(states=[optuna.trial.TrialState.RUNNING])
+    failed = [store.fail_trial(store.trial_id(t), "stale: left RUNNING") for t in running[:1]]
+    failed.append(store.fail_trial(created[0][0], "stale: again"))  # finished: False
+    first = RoundRecord(index=0, box={}, n_trials=4)
+    started = [
+        store.start_first_round(first),
+        store.start_first_round(RoundRecord(index=0, box={}, n_trials=9)),
+    ]
+    ended = RoundRecord(index=0, box={}, n_trials=4, ended_at="2026-01-01T00:00:00")
+    closed = [
+        store.close_round(ended, None, {"state": "finished"})[1],
+        store.close_round(ended, None, {"state": "finished"})[1],
+    ]
+    trials = store.trials()
+    return {
+        "public": isinstance(store, PublicStudyStore),
+        "existed": existed,
+        "created": [n for _, n in created],
+        "count_round": store.count_round(0),
+        "failed": failed,
+        "started": [r.n_trials for r in started],
+        "closed": closed,
+        "rounds": [r.to_dict() for r in store.rounds()],
+        "trials": [
+            (
+                t.number,
+                t.state.name,
+                t.value,
+                t.params,
+                t.intermediate_values,
+                {k: v for k, v in t.user_attrs.items() if k != records.TRIAL_TRAIN_SECONDS},
+            )
+            for t in trials
+        ],
+    }
+
+
+def test_the_public_store_answers_as_the_fast_one(tmp_path, fresh_internals):
+    fast = _store_story(tmp_path, "fast")
+    fresh_internals.setenv(internals.ENV_PUBLIC_ONLY, "1")
+    internals.reset()
+    public = _store_story(tmp_path, "public")
+    assert (fast.pop("public"), public.pop("public")) == (False, True)
+    assert public == fast
+    assert fast["created"] == [0, 1, 2, 3]  # the round limit cut the batch of 5
+    assert fast["failed"] == [True, False]
+    assert fast["count_round"] == 3  # the stale FAIL does not count
+    assert fast["closed"] == [True, False]
+
+
 MASKED = [
     "datetime_start",
     "datetime_complete",
