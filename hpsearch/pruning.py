@@ -44,7 +44,7 @@ def grace_epochs(max_epochs: int) -> int:
     trials that end best (lr ~ 5e-3 with batch norm) only pull away from chance
     after 9-12 epochs. With an eighth (6 epochs; rungs at 6 and 18) ASHA
     pruned on noise and the narrowing collapsed onto lr that never learn in 2 of
-    5 study seeds (benchmarks/search_quality.py); with a quarter (12 epochs;
+    5 study seeds (issue 8's search-quality run); with a quarter (12 epochs;
     rungs at 12 and 36), and pruned trials ranked in the narrowing
     (:mod:`hpsearch.ranking`), it found the good region in every seed.
     """
