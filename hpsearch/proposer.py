@@ -54,7 +54,7 @@ from hpsearch.internals import TPESettings
 
 BEST_KEPT = 64
 """Best finished trials the estimators always see (TPE's ``l(x)`` uses at most 25)."""
-RECENT_KEPT = 1024
+RECENT_KEPT = 256
 """Most recent finished trials the estimators see."""
 
 _Key = tuple[int, float, float, int]
