@@ -157,22 +157,24 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         return size / 2**20
 
     every = max(1, n // args.checkpoints)
+    # Checkpoints every n/checkpoints trials and at every segment's ends.
+    targets = sorted({*range(every, n + 1, every), *(b for _, b in segments(n))})
     marks: list[dict[str, float]] = []
 
     class Clock(SearchObserver):
         def __init__(self) -> None:
             self.before = 0  # trials of the rounds already closed
-            self.next_mark = every
+            self.next = 0  # index into targets
 
         def round_finished(self, record: Any) -> None:
             self.before += record.n_trials
 
         def trials_finished(self, round_index, done, total, running, best) -> None:
             count = self.before + done
-            if count >= self.next_mark:
+            if self.next < len(targets) and count >= targets[self.next]:
                 marks.append(_mark(count))
-                while self.next_mark <= count:
-                    self.next_mark += every
+                while self.next < len(targets) and targets[self.next] <= count:
+                    self.next += 1
 
     def _mark(count: int) -> dict[str, float]:
         return {
@@ -206,7 +208,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         batched=args.proposer == "batched",
     )
     search.run()
-    marks.append(_mark(len(store.trials())))
+    if marks[-1]["trials"] < executor.submitted:  # the last trials after the last checkpoint
+        marks.append(_mark(executor.submitted))
     states: dict[str, int] = {}
     for trial in store.trials():
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
