@@ -5,6 +5,11 @@ The study's distributions in the database stay the study file's full ranges
 space); the *sampler* is asked to sample inside the round's box, and it sees
 only the finished trials that lie inside that box, so a model-based sampler
 (TPE) builds its model from the region it samples.
+
+The driver asks TPE for trials through :mod:`hpsearch.proposer` (a batch per
+fit, on a bounded view); :func:`sample_params` serves the random and QMC
+samplers, and TPE when the proposer cannot stand in for it
+(:func:`hpsearch.internals.tpe_settings`).
 """
 
 from __future__ import annotations
