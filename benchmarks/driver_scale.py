@@ -46,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-POSTGRES_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 STUDY = """
 [study]
@@ -357,7 +357,13 @@ def main() -> int:
         "",
     ]
     print("\n".join(head), flush=True)
-    out = list(head)
+
+    def save(lines: list[str]) -> None:  # as each study ends: a long run keeps what it measured
+        if args.save:
+            with open(ROOT / "benchmarks" / "RESULTS.md", "a") as handle:
+                handle.write("\n".join(lines) + "\n")
+
+    save(["", *head])
     results = []
     for database in args.databases.split(","):
         for pruner in args.pruners.split(","):
@@ -380,7 +386,7 @@ def main() -> int:
                     results.append(result)
                     lines = report(result)
                     print("\n".join(lines), flush=True)
-                    out += lines
+                    save(lines)
     if len(results) > 1:
         lines = [
             "| configuration | first trials/min | last trials/min | last/first | RSS growth MB |",
@@ -394,12 +400,9 @@ def main() -> int:
                 f"| {s['rss_growth_mb']:.0f} |"
             )
         print("\n".join(lines))
-        out += [*lines, ""]
+        save([*lines, ""])
     if args.json:
         print(json.dumps(results))
-    if args.save:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as handle:
-            handle.write("\n" + "\n".join(out) + "\n")
     return 0
 
 
