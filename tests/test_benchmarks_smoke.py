@@ -516,7 +516,8 @@ def test_driver_scale_smoke() -> None:
         assert ratio and (ratio.group(2), ratio.group(3)) == (rows[-1][2], rows[0][2])
         assert_quotient(ratio.group(1), ratio.group(2), ratio.group(3))
         busy = re.search(
-            r"kept busy at the last segment's ceiling: ([\d,]+) at T=1 s, ([\d,]+) at T=10 s, ([\d,]+) at T=60 s",
+            r"kept busy at the last segment's ceiling: "
+            r"([\d,]+) at T=1 s, ([\d,]+) at T=10 s, ([\d,]+) at T=60 s",
             section,
         )
         assert busy
