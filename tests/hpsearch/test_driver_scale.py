@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from hpsearch import records, space
 from hpsearch.config import parse_study
 from hpsearch.fake_cluster import FakeExecutor
-from hpsearch.sampling import make_sampler
+from hpsearch.sampling import make_sampler, sample_params
 from hpsearch.search import NarrowingSearch
 from hpsearch.storage import StudyStore
 
@@ -103,3 +103,19 @@ def test_a_2000_trial_tpe_study_records_every_trial_and_round(tmp_path):
 def test_per_trial_sampling_fallback_runs_the_same_study(tmp_path):
     store, result, executor = run_study(tmp_path, 60, batched=False)
     check_complete_study(store, result, executor, 60)
+
+
+def test_an_untested_optuna_runs_the_study_one_trial_at_a_time(tmp_path, monkeypatch):
+    from hpsearch import internals, search
+
+    monkeypatch.setattr(internals, "_optuna_release", lambda: "4.0")
+    asked = []
+
+    def counting(*args, **kwargs):
+        asked.append(1)
+        return sample_params(*args, **kwargs)
+
+    monkeypatch.setattr(search, "sample_params", counting)
+    store, result, executor = run_study(tmp_path, 30)
+    check_complete_study(store, result, executor, 30)
+    assert len(asked) == 60  # every trial came from Optuna's sampler, one ask each
