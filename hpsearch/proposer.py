@@ -69,6 +69,10 @@ class BatchTPEProposer:
         maximize: The study's direction.
         best_kept: Best trials always in view.
         recent_kept: Most recent trials in view.
+        threshold: The value a trial must beat to be informative
+            (:func:`hpsearch.round_rule.signal_threshold`): until one trial in the
+            box does, the proposer draws at random, as the sampler sees no trial
+            then (:mod:`hpsearch.sampling`); None: every trial counts.
     """
 
     def __init__(
@@ -79,8 +83,11 @@ class BatchTPEProposer:
         maximize: bool,
         best_kept: int = BEST_KEPT,
         recent_kept: int = RECENT_KEPT,
+        threshold: float | None = None,
     ) -> None:
         self._settings = settings
+        self._threshold = threshold
+        self._informative = threshold is None
         self._rng = np.random.RandomState(seed % 2**32)
         self._maximize = maximize
         self._best_kept = best_kept
@@ -100,6 +107,7 @@ class BatchTPEProposer:
         self._recent.clear()
         self._best = []
         self.seen = 0
+        self._informative = self._threshold is None
         for trial in sorted(finished, key=lambda t: t.number):
             steps = trial.intermediate_values
             last = max(steps) if steps else None
@@ -129,6 +137,12 @@ class BatchTPEProposer:
             return
         entry = (key, {name: params[name] for name in self._box})
         self.seen += 1
+        if not self._informative:
+            shown = value if state == TrialState.COMPLETE.name else last_value
+            sign = 1.0 if self._maximize else -1.0
+            assert self._threshold is not None
+            if shown is not None and math.isfinite(shown):
+                self._informative = sign * (shown - self._threshold) > 0
         self._recent.append(entry)
         self._best.append(entry)
         if len(self._best) >= 2 * self._best_kept:
@@ -176,7 +190,7 @@ class BatchTPEProposer:
         if count <= 0:
             return []
         columns: dict[str, list[Any]] = {}
-        learn = self.seen >= self._settings.n_startup_trials
+        learn = self._informative and self.seen >= self._settings.n_startup_trials
         if learn:
             trials = self.view()
             n_below = self._settings.gamma(len(trials))

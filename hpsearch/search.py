@@ -189,6 +189,12 @@ class NarrowingSearch:
         # The metric's floor and noise (hpsearch.metric_scale.builtin_scale for
         # the built-in objective); unknown noise is estimated from the curves.
         self._scale = scale or MetricScale()
+        # The sampler learns only once some trial in its box beat chance
+        # (hpsearch.sampling); unknown floor: every trial counts.
+        self._informative = ranking.informative_trials(
+            round_rule.signal_threshold(self._scale, maximize=self._maximize),
+            maximize=self._maximize,
+        )
         self._trials_run = 0
         self._stop_requested = False
         self._first_box = first_box
@@ -206,7 +212,12 @@ class NarrowingSearch:
         # internals it cannot use, ask the sampler one trial at a time.
         settings = internals.tpe_settings(sampler) if batched else None
         self._proposer = (
-            BatchTPEProposer(settings, seed=config.seed, maximize=self._maximize)
+            BatchTPEProposer(
+                settings,
+                seed=config.seed,
+                maximize=self._maximize,
+                threshold=round_rule.signal_threshold(self._scale, maximize=self._maximize),
+            )
             if settings is not None
             else None
         )
@@ -261,7 +272,7 @@ class NarrowingSearch:
                 continue
             if driver_gone(drivers.get(owner), now=now, host=self._host):
                 self.store.fail_trial(
-                    trial._trial_id,
+                    self.store.trial_id(trial),
                     f"{STALE_PREFIX} left {trial.state.name} by driver {owner} that stopped; "
                     "redone",
                 )
@@ -555,7 +566,10 @@ class NarrowingSearch:
         if self._proposer is not None:
             running = [(t.number, t.params) for t in self.executor.in_flight_tasks()]
             return self._proposer.propose(count, running)
-        return [sample_params(self.sampler, self.store.study, box) for _ in range(count)]
+        return [
+            sample_params(self.sampler, self.store.study, box, informative=self._informative)
+            for _ in range(count)
+        ]
 
     def _observe(self, outcomes: list[TrialOutcome]) -> None:
         """Hand finished trials to the batched proposer (its incremental view)."""

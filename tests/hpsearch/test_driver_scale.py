@@ -105,10 +105,11 @@ def test_per_trial_sampling_fallback_runs_the_same_study(tmp_path):
     check_complete_study(store, result, executor, 60)
 
 
-def test_an_untested_optuna_runs_the_study_one_trial_at_a_time(tmp_path, monkeypatch):
+def test_optunas_public_api_only_runs_the_study_one_trial_at_a_time(tmp_path, monkeypatch):
     from hpsearch import internals, search
 
-    monkeypatch.setattr(internals, "_optuna_release", lambda: "4.0")
+    monkeypatch.setenv(internals.ENV_PUBLIC_ONLY, "1")
+    internals.reset()
     asked = []
 
     def counting(*args, **kwargs):
@@ -116,6 +117,10 @@ def test_an_untested_optuna_runs_the_study_one_trial_at_a_time(tmp_path, monkeyp
         return sample_params(*args, **kwargs)
 
     monkeypatch.setattr(search, "sample_params", counting)
-    store, result, executor = run_study(tmp_path, 30)
+    try:
+        store, result, executor = run_study(tmp_path, 30)
+    finally:
+        monkeypatch.delenv(internals.ENV_PUBLIC_ONLY)
+        internals.reset()
     check_complete_study(store, result, executor, 30)
     assert len(asked) == 60  # every trial came from Optuna's sampler, one ask each
