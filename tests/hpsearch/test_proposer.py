@@ -158,3 +158,19 @@ def test_an_untested_optuna_falls_back_with_one_warning(monkeypatch, caplog):
         internals.reset()
     [record] = caplog.records
     assert "public API" in record.getMessage()
+
+
+def test_no_learning_until_a_trial_beats_chance():
+    """Trials all at chance teach nothing: proposals stay random until one beats the
+    threshold, then TPE learns from every trial seen."""
+    proposer = BatchTPEProposer(settings(), seed=0, maximize=True, threshold=0.5)
+    proposer.reset(BOX, [])
+    at_chance = {"lr": 1e-5, "dropout_ratio": 0.5, "batch_size": 256, "batchnorm": False,
+                 "activation": "relu"}  # fmt: skip
+    for number in range(40):  # all at chance, the same corner of the box
+        proposer.observe(number, at_chance, "COMPLETE", 0.1 + number * 1e-4)
+    spread = [math.log10(p["lr"]) for p in proposer.propose(200)]
+    assert np.std(spread) > 1.0  # uniform over 4 decades (std ~1.15), not drawn to the corner
+    proposer.observe(40, {**at_chance, "lr": 1e-2}, "COMPLETE", 0.9)
+    learned = [math.log10(p["lr"]) for p in proposer.propose(200)]
+    assert np.std(learned) < np.std(spread)
