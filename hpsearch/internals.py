@@ -348,3 +348,91 @@ def ray_v2_status() -> Any:
     if not is_autoscaler_v2(fetch_from_server=True):
         return None
     return get_cluster_status(ray.get_runtime_context().gcs_address)
+
+
+# =============================================================================
+# Batched TPE (issue 15): Optuna's Parzen estimators, fitted once per batch.
+#
+# hpsearch.proposer.BatchTPEProposer draws a batch of trials from one fit of
+# TPE's two density estimators, exactly as TPESampler.sample_independent does
+# for one trial (same estimator, same split, same weights), so it needs:
+#   optuna.samplers._tpe.parzen_estimator._ParzenEstimator
+#   optuna.samplers._tpe.sampler.default_gamma
+#   TPESampler._n_startup_trials, ._n_ei_candidates, ._parzen_estimator_parameters,
+#   ._gamma, ._multivariate, ._constant_liar, ._group_decomposed_search_space,
+#   ._constraints_func
+# hpsearch samples TPE independently per parameter (hpsearch.sampling: a
+# multivariate=None sampler is asked parameter by parameter), with Optuna 5's
+# default constant liar (running trials count among the worse ones).
+# Fallback (tpe_settings returns None, also whenever optuna_fast() is off): the
+# driver asks the sampler one trial at a time (hpsearch.sampling.sample_params).
+# =============================================================================
+from collections.abc import Callable, Mapping  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+from optuna.distributions import BaseDistribution  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TPESettings:
+    """What a :class:`optuna.samplers.TPESampler` would do, for the batched proposer."""
+
+    n_startup_trials: int
+    n_ei_candidates: int
+    constant_liar: bool
+    """Running trials join the worse group (``g(x)``), as TPESampler's constant liar."""
+    gamma: Callable[[int], int]
+    fit: Callable[[Mapping[str, np.ndarray], Mapping[str, BaseDistribution]], Any]
+    """``fit(observations, space)``: a Parzen estimator with ``sample(rng, size)``
+    and ``log_pdf(samples)``, as TPESampler builds it."""
+
+
+def tpe_settings(sampler: Any) -> TPESettings | None:
+    """The batched proposer's view of ``sampler``; None when it cannot stand in for it.
+
+    None when Optuna's fast paths are off (:func:`optuna_fast`: an untested
+    release, warned about once, or ``HPSEARCH_PUBLIC_API_ONLY=1``), when its TPE
+    internals moved (one warning line), for a sampler other than TPE, and for
+    TPE options the proposer does not reproduce (multivariate=True, group,
+    constraints): the driver then asks the sampler one trial at a time.
+    """
+    import optuna
+
+    if not isinstance(sampler, optuna.samplers.TPESampler) or not optuna_fast():
+        return None
+    try:
+        from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
+        from optuna.samplers._tpe.sampler import default_gamma
+
+        parameters = sampler._parzen_estimator_parameters
+        n_startup = int(sampler._n_startup_trials)
+        n_ei = int(sampler._n_ei_candidates)
+        gamma = sampler._gamma or default_gamma
+        constant_liar = bool(sampler._constant_liar)
+        special = (
+            sampler._multivariate is True,  # hpsearch.sampling asks it relative: not ours
+            sampler._group_decomposed_search_space is not None,
+            sampler._constraints_func is not None,
+        )
+    except (ImportError, AttributeError) as exc:
+        logger.warning(
+            "Optuna %s's TPE internals are not where hpsearch expects them (%s); sampling one "
+            "trial at a time (slower, same method)",
+            optuna.__version__,
+            exc,
+        )
+        return None
+    if any(special):
+        return None
+
+    def fit(observations: Mapping[str, np.ndarray], space: Mapping[str, BaseDistribution]) -> Any:
+        return _ParzenEstimator(dict(observations), dict(space), parameters)
+
+    return TPESettings(
+        n_startup_trials=n_startup,
+        n_ei_candidates=n_ei,
+        constant_liar=constant_liar,
+        gamma=gamma,
+        fit=fit,
+    )

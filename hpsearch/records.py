@@ -47,6 +47,9 @@ FINAL_EVAL_KEY = "hpsearch:final_eval"
 STATUS_KEY = "hpsearch:status"
 DRIVER_KEY_PREFIX = "hpsearch:driver:"
 WARM_START_KEY = "hpsearch:warm_start"
+CLAIMED_KEY_PREFIX = "hpsearch:claimed:"
+"""Per round: how many live (not stale) trials it has, kept by the driver's writes so a
+claim costs O(1) however large the study (see hpsearch.storage.StudyStore)."""
 STALE_PREFIX = "stale:"
 
 TRIAL_SEED = "seed"
@@ -67,6 +70,10 @@ CURVE_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "sec
 
 def round_key(index: int) -> str:
     return f"{ROUND_KEY_PREFIX}{index:04d}"
+
+
+def claimed_key(index: int) -> str:
+    return f"{CLAIMED_KEY_PREFIX}{index:04d}"
 
 
 def _nan_to_none(value: float) -> float | None:

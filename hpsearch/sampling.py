@@ -13,6 +13,11 @@ trials that are all at chance takes the luckiest noise for "good" and steers
 the next proposals by it. On the deep_tanh benchmark, whose first box is all at
 chance, 4 of 10 studies ended at chance before this and none after
 (benchmarks/RESULTS.md). Once one trial learned, it sees every trial again.
+
+The driver asks TPE for trials through :mod:`hpsearch.proposer` (a batch per
+fit, on a bounded view); :func:`sample_params` serves the random and QMC
+samplers, and TPE when the proposer cannot stand in for it
+(:func:`hpsearch.internals.tpe_settings`).
 """
 
 from __future__ import annotations

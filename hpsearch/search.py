@@ -40,8 +40,9 @@ from optuna.samplers import BaseSampler, QMCSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import metric_scale, ranking, records, round_rule, space
+from hpsearch import internals, metric_scale, ranking, records, round_rule, space
 from hpsearch.config import ParamSpec, StudyConfig
+from hpsearch.proposer import BatchTPEProposer
 from hpsearch.records import STALE_PREFIX, RoundRecord
 from hpsearch.round_rule import MetricScale
 from hpsearch.sampling import sample_params
@@ -167,6 +168,7 @@ class NarrowingSearch:
         first_box: dict[str, ParamSpec] | None = None,
         enqueue: list[dict[str, Any]] | None = None,
         scale: MetricScale | None = None,
+        batched: bool = True,
     ) -> None:
         self.config = config
         self.store = store
@@ -205,6 +207,20 @@ class NarrowingSearch:
         )
         self._unrecorded_since = 0.0
         store.metric = config.metric
+        # TPE proposes a batch per fit from an incremental, bounded view of the
+        # finished trials (hpsearch.proposer); batched=False, or Optuna
+        # internals it cannot use, ask the sampler one trial at a time.
+        settings = internals.tpe_settings(sampler) if batched else None
+        self._proposer = (
+            BatchTPEProposer(
+                settings,
+                seed=config.seed,
+                maximize=self._maximize,
+                threshold=round_rule.signal_threshold(self._scale, maximize=self._maximize),
+            )
+            if settings is not None
+            else None
+        )
 
     # -- control ---------------------------------------------------------
     def request_stop(self) -> None:
@@ -477,6 +493,10 @@ class NarrowingSearch:
         index, total = record.index, record.n_trials
         executor = self.executor
         known = self._round_trials(index)
+        if self._proposer is not None:
+            self._proposer.reset(
+                box, self.store.trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+            )
         done = sum(1 for t in known if t.state.is_finished())
         best = self._best_value(known)
         # Warm start: round 0 first runs the enqueued parameters (those not yet run).
@@ -496,12 +516,7 @@ class NarrowingSearch:
             ):
                 batch = queued[:room]
                 queued = queued[room:]
-                batch += [
-                    sample_params(
-                        self.sampler, self.store.study, box, informative=self._informative
-                    )
-                    for _ in range(room - len(batch))
-                ]
+                batch += self._propose(box, room - len(batch))
                 tasks = self._tasks(batch, index, total)
                 self._dispatch(tasks)
                 claimed += len(tasks)
@@ -511,6 +526,7 @@ class NarrowingSearch:
                 outcomes = executor.wait(timeout=self._record_wait())
                 if outcomes:
                     self._learn_trial_length(outcomes)
+                    self._observe(outcomes)
                     self._unrecorded.extend(outcomes)
                     self._unrecorded_since = self._unrecorded_since or time.monotonic()
                     self._trials_run += len(outcomes)
@@ -544,6 +560,31 @@ class NarrowingSearch:
                 continue
             self.observer.waiting_for_others(index, len(running))
             time.sleep(0.5)
+
+    def _propose(self, box: dict[str, ParamSpec], count: int) -> list[dict[str, Any]]:
+        """``count`` new trials' parameters inside ``box``."""
+        if self._proposer is not None:
+            running = [(t.number, t.params) for t in self.executor.in_flight_tasks()]
+            return self._proposer.propose(count, running)
+        return [
+            sample_params(self.sampler, self.store.study, box, informative=self._informative)
+            for _ in range(count)
+        ]
+
+    def _observe(self, outcomes: list[TrialOutcome]) -> None:
+        """Hand finished trials to the batched proposer (its incremental view)."""
+        if self._proposer is None:
+            return
+        for o in outcomes:
+            steps = len(o.history.get("records", ())) if o.history else 0
+            self._proposer.observe(
+                o.number,
+                o.params,
+                o.state,
+                o.value,
+                last_step=steps or None,
+                last_value=o.value,
+            )
 
     def _close(self, current: RoundRecord) -> tuple[RoundRecord, RoundRecord | None, str]:
         """End the round; the next round's record, or None with the reason to stop.

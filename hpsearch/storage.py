@@ -198,6 +198,12 @@ class StudyStore:
         its write lock), so concurrent drivers never share a number, and with
         ``round_limit`` the round never gets more than that many live
         (non-stale) trials: a batch that would overshoot is cut short.
+
+        O(1) in the study's size: the next number is the last trial's plus one
+        (numbers are dense, Optuna's rule), and each round's live trials are a
+        counter (:data:`hpsearch.records.CLAIMED_KEY_PREFIX`) kept by this and
+        :meth:`fail_trial`, counted from the trials once for a study recorded
+        before the counter existed.
         """
         if not batch:
             return []
@@ -206,19 +212,32 @@ class StudyStore:
         trials = _table(models.TrialModel)
         with internals.session(self.rdb) as session:
             self._lock_study(session)
+            live: dict[int, int] = {}
+            for _, round_index in batch:
+                if round_index not in live:
+                    live[round_index] = self._live_in_round(session, round_index)
             if round_limit is not None:
-                round_index = batch[0][1]
-                room = round_limit - self._count_round(session, round_index)
+                room = round_limit - live[batch[0][1]]
                 batch = batch[: max(0, room)]
                 if not batch:
                     return []
             # Under the study lock every earlier trial has a smaller id: the
-            # first number is the study's trial count (Optuna's rule).
-            first = session.execute(
-                sqlalchemy.select(sqlalchemy.func.count())
-                .select_from(trials)
+            # first number is the study's trial count (Optuna's rule), one more
+            # than the last trial's number (an index lookup, not a count).
+            last = session.execute(
+                sqlalchemy.select(trials.c.number)
                 .where(trials.c.study_id == self.study_id)
-            ).scalar_one()
+                .order_by(trials.c.trial_id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            first = 0 if last is None else int(last) + 1
+            added: dict[int, int] = {}
+            for _, round_index in batch:
+                added[round_index] = added.get(round_index, 0) + 1
+            for round_index, count in added.items():
+                self._write_attr(
+                    session, records.claimed_key(round_index), live[round_index] + count
+                )
             ids = (
                 session.execute(
                     trials.insert().returning(trials.c.trial_id, sort_by_parameter_order=True),
@@ -414,6 +433,13 @@ class StudyStore:
         )
         return int(session.execute(query).scalar_one())
 
+    def _live_in_round(self, session: Any, round_index: int) -> int:
+        """The round's live trials from its counter (counted once when it is missing)."""
+        count = self._read_attr(session, records.claimed_key(round_index))
+        if count is None:
+            count = self._count_round(session, round_index)
+        return int(count)
+
     def count_round(self, round_index: int) -> int:
         with internals.session(self.rdb) as session:
             return self._count_round(session, round_index)
@@ -492,12 +518,21 @@ class StudyStore:
         write here does (Core statements, not the ORM attribute: what that
         attribute does with a naive datetime differs between Optuna releases;
         Optuna 5.1 reads it as local time and converts it).
+
+        A stale trial (``reason`` starts with :data:`hpsearch.records.STALE_PREFIX`,
+        redone) leaves its round's live count (under the study's lock, as
+        :meth:`create_running_trials` keeps it).
         """
         trial_model = models.TrialModel
+        stale = reason.startswith(records.STALE_PREFIX)
         with internals.session(self.rdb) as session:
+            if stale:
+                self._lock_study(session)
             trial = trial_model.find_or_raise_by_id(trial_id, session, for_update=True)
             if trial.state.is_finished():
                 return False
+            if stale:
+                self._leave_round(session, trial_id)
             self._write_trial_attr(session, trial_id, records.TRIAL_FAIL_REASON, reason)
             table = _table(trial_model)
             session.execute(
@@ -506,6 +541,21 @@ class StudyStore:
                 .values(state=TrialState.FAIL, datetime_complete=_utc_now())
             )
             return True
+
+    def _leave_round(self, session: Any, trial_id: int) -> None:
+        """One live trial less in the round of ``trial_id`` (when that round keeps a count)."""
+        model = models.TrialUserAttributeModel
+        round_json = session.execute(
+            sqlalchemy.select(model.value_json)
+            .where(model.trial_id == trial_id)
+            .where(model.key == records.TRIAL_ROUND)
+        ).scalar_one_or_none()
+        if round_json is None:
+            return
+        key = records.claimed_key(int(json.loads(round_json)))
+        count = self._read_attr(session, key)
+        if count is not None:
+            self._write_attr(session, key, max(0, int(count) - 1))
 
     def _write_trial_attr(self, session: Any, trial_id: int, key: str, value: Any) -> None:
         model = models.TrialUserAttributeModel

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import json
 import math
 import re
@@ -468,3 +469,58 @@ def test_search_quality_smoke(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     assert replot.stdout.split("\nfigure:")[0] == out.split("\nfigure:")[0]
+
+
+def test_driver_scale_smoke() -> None:
+    """The driver-ceiling benchmark ran the studies it names on the fake executor, and its
+    rates, ratios and worker counts are the quotients of what it measured."""
+    out = run_benchmark(
+        "driver_scale.py", "--samplers", "random,tpe", "--proposers", "both", "--json",
+        timeout=600.0,
+    )  # fmt: skip
+    assert "hpsearch.fake_cluster.FakeExecutor" in out  # says the cluster is a stand-in
+    assert "no training" in out
+    results = json.loads(out.strip().splitlines()[-1])
+    configs = [(r["config"]["sampler"], r["config"]["proposer"]) for r in results]
+    assert configs == [("random", "batched"), ("tpe", "batched"), ("tpe", "optuna")]
+    for result in results:
+        cfg = result["config"]
+        trials = cfg["trials"]
+        assert trials == 600
+        # Every trial of the study ran and finished (nothing RUNNING), as the table says.
+        assert result["states"] == {"COMPLETE": trials}
+        marks = result["marks"]
+        assert marks[0]["trials"] == 0 and marks[-1]["trials"] == trials
+        counts = [m["trials"] for m in marks]
+        assert counts == sorted(counts)
+        assert all(
+            b["wall"] >= a["wall"] and b["cpu"] >= a["cpu"] for a, b in itertools.pairwise(marks)
+        )
+        assert all(m["rss_mb"] > 0 and m["db_mb"] > 0 for m in marks)
+        assert marks[-1]["db_mb"] > marks[0]["db_mb"]  # the database grew with the study
+        header = (
+            f"### {cfg['sampler']}, pruner none, sqlite, proposer {cfg['proposer']}: "
+            f"{trials} trials in 3 round(s)"
+        )
+        assert header in out
+        section = out.split(header, 1)[1].split("###", 1)[0]
+        rows = re.findall(
+            r"^\| ([\d,]+)-([\d,]+) \| ([\d,]+) \| ([\d.]+) \| ([\d,]+) \|", section, re.M
+        )
+        assert rows and rows[0][0] == "0" and rows[-1][1] == f"{trials}"
+        for _, _, per_min, cpu_ms, cpu_per_min in rows:
+            assert _number(per_min) > 0 and _number(cpu_ms) > 0
+            # trials per CPU minute is 60,000 / (CPU ms per trial), within printed rounding
+            assert _number(cpu_per_min) == pytest.approx(60_000 / _number(cpu_ms), rel=0.02)
+        ratio = re.search(r"last/first rate: ([\d.]+)x \(([\d,]+) / ([\d,]+) trials/min\)", section)
+        assert ratio and (ratio.group(2), ratio.group(3)) == (rows[-1][2], rows[0][2])
+        assert_quotient(ratio.group(1), ratio.group(2), ratio.group(3))
+        busy = re.search(
+            r"kept busy at the last segment's ceiling: "
+            r"([\d,]+) at T=1 s, ([\d,]+) at T=10 s, ([\d,]+) at T=60 s",
+            section,
+        )
+        assert busy
+        last = _number(rows[-1][2])
+        assert _number(busy.group(3)) == pytest.approx(last, abs=1)
+        assert _number(busy.group(2)) == pytest.approx(last / 6, abs=1)

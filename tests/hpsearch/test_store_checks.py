@@ -102,3 +102,36 @@ def test_check_distributions_catches_changed_choices_seen_only_in_later_trials(t
     store.check_distributions({"lr": LR, "batchnorm": both})
     with pytest.raises(HPSearchError, match=r"search\.batchnorm: the recorded study samples it"):
         store.check_distributions({"lr": LR, "batchnorm": CategoricalDistribution([True])})
+
+
+def test_a_round_never_gets_more_live_trials_than_it_asks_for(tmp_path):
+    """Claims are counted per round without scanning the study: stale trials free
+    their place, numbers stay Optuna's (dense, in creation order)."""
+    store = _store(tmp_path)
+    batch = [({"lr": 0.01}, 0)] * 4
+    first = store.create_running_trials(batch, {"lr": LR}, round_limit=6)
+    second = store.create_running_trials(batch, {"lr": LR}, round_limit=6)
+    assert [n for _, n in first + second] == list(range(6))  # cut to the round's 6
+    assert store.create_running_trials(batch, {"lr": LR}, round_limit=6) == []
+    assert store.fail_trial(first[0][0], "stale: driver gone")
+    assert store.fail_trial(first[1][0], "diverged: not stale")  # still counts
+    assert store.count_round(0) == 5
+    third = store.create_running_trials(batch, {"lr": LR}, round_limit=6)
+    assert [n for _, n in third] == [6]
+    fourth = store.create_running_trials([({"lr": 0.02}, 1)] * 2, {"lr": LR}, round_limit=6)
+    assert [n for _, n in fourth] == [7, 8]  # another round has its own count
+    assert len(store.trials()) == 9
+
+
+def test_round_counts_of_a_study_recorded_without_them_are_counted_once(tmp_path):
+    store = _store(tmp_path)
+    for value in (0.01, 0.02, 0.03):
+        store.study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": value}, distributions={"lr": LR}, value=0.5,
+                user_attrs={records.TRIAL_ROUND: 0},
+            )
+        )  # fmt: skip
+    created = store.create_running_trials([({"lr": 0.04}, 0)] * 5, {"lr": LR}, round_limit=5)
+    assert [n for _, n in created] == [3, 4]
+    assert store.user_attrs()[records.claimed_key(0)] == 5
