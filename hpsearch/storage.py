@@ -325,6 +325,9 @@ class StudyStore:
         value_rows: list[dict[str, Any]],
     ) -> None:
         history = outcome.history or {}
+        if "points" in history:  # a user's objective: whatever it reported
+            self._user_outcome_rows(outcome, attr_rows, step_rows, value_rows)
+            return
         curve = curve_from_history(history)
         attrs: dict[str, Any] = {
             records.TRIAL_SEED: outcome.seed,
@@ -352,6 +355,59 @@ class StudyStore:
                 {
                     "trial_id": trial_id,
                     "step": epoch,
+                    "intermediate_value": stored,
+                    "intermediate_value_type": kind,
+                }
+            )
+        state = TrialState[outcome.state]
+        if outcome.value is not None and state in (TrialState.COMPLETE, TrialState.PRUNED):
+            stored, kind = models.TrialValueModel.value_to_stored_repr(outcome.value)
+            value_rows.append(
+                {"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind}
+            )
+
+    def _user_outcome_rows(
+        self,
+        outcome: TrialOutcome,
+        attr_rows: list[dict[str, Any]],
+        step_rows: list[dict[str, Any]],
+        value_rows: list[dict[str, Any]],
+    ) -> None:
+        """Rows of a user's objective's trial: its reported points as the ``curve``
+        (columns by metric name, see :func:`hpsearch.objective.curve_columns`),
+        the study metric per step as intermediate values."""
+        from hpsearch.objective import curve_columns, metric_steps
+
+        history = outcome.history
+        points = history.get("points", [])
+        attrs: dict[str, Any] = {
+            records.TRIAL_SEED: outcome.seed,
+            records.TRIAL_NODE: outcome.node,
+            records.TRIAL_BACKEND: outcome.backend,
+            records.TRIAL_DIVERGED: False,
+            records.TRIAL_TRAIN_SECONDS: round(outcome.train_seconds, 6),
+            records.TRIAL_EPOCHS: len(metric_steps(points, self.metric)),
+            records.TRIAL_STOPPED: bool(history.get("stopped", False)),
+            records.TRIAL_CURVE: curve_columns(points),
+        }
+        for key in (records.TRIAL_STDOUT_TAIL, records.TRIAL_STDERR_TAIL, records.TRIAL_RETURNED):
+            if history.get(key):
+                attrs[key] = history[key]
+        if outcome.fail_reason:
+            attrs[records.TRIAL_FAIL_REASON] = outcome.fail_reason
+        if outcome.retries:
+            attrs[records.TRIAL_RETRIES] = outcome.retries
+        trial_id = outcome.trial_id
+        attr_rows.extend(
+            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+        )
+        ivm = models.TrialIntermediateValueModel
+        for step, value in sorted(metric_steps(points, self.metric).items()):
+            stored, kind = ivm.intermediate_value_to_stored_repr(value)
+            step_rows.append(
+                {
+                    "trial_id": trial_id,
+                    "step": step,
                     "intermediate_value": stored,
                     "intermediate_value_type": kind,
                 }
