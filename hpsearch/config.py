@@ -120,14 +120,14 @@ INT_OPTIONS: tuple[str, ...] = tuple(
 
 SECTIONS = (
     "study",
-    "objective",
-    "params",
     "data",
     "model",
     "search",
     "narrowing",
     "resources",
     "final_eval",
+    "objective",
+    "params",
 )
 STUDY_KEYS = ("name", "metric", "direction", "seed", "sampler", "pruner", "prune_after")
 DATA_KEYS = ("dataset", "train_samples", "val_fraction")
