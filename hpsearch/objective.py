@@ -303,12 +303,33 @@ def _metric_of(returned: Any, metric: str, kind: str) -> tuple[float | None, str
 
 _functions: dict[tuple[str, str], Callable[..., Any]] = {}
 """Per worker process: the objective functions imported so far."""
+_folders: set[str] = set()
+"""Per worker process: the study folders (real paths + separator) imported from."""
 
 
-def _with_path(folder: str) -> None:
-    """The study folder first on ``sys.path`` (when it exists here)."""
-    if folder and os.path.isdir(folder) and folder not in sys.path:
-        sys.path.insert(0, folder)
+def _with_path(folder: str, module_name: str) -> None:
+    """The study folder first on ``sys.path`` (when it exists here), and no module
+    of ``module_name``'s package left from another folder (a worker process runs
+    the trials of one study after another's: ``obj`` must be this study's)."""
+    if not folder or not os.path.isdir(folder):
+        return
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+    top = module_name.split(".")[0]
+    root = os.path.realpath(folder) + os.sep
+    _folders.add(root)
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        file = getattr(sys.modules[name], "__file__", None)
+        if file and not os.path.realpath(file).startswith(root) and _is_under_a_study(file):
+            del sys.modules[name]
+
+
+def _is_under_a_study(file: str) -> bool:
+    """True for a module imported from a study folder this process loaded before
+    (never for installed packages, which are shared)."""
+    real = os.path.realpath(file)
+    return any(real.startswith(f) for f in _folders)
 
 
 def load_function(target: str, folder: str) -> Callable[..., Any]:
@@ -320,8 +341,8 @@ def load_function(target: str, folder: str) -> Callable[..., Any]:
     key = (folder, target)
     fn = _functions.get(key)
     if fn is None:
-        _with_path(folder)
         module_name, _, attr = target.partition(":")
+        _with_path(folder, module_name)
         module = importlib.import_module(module_name)
         fn = module
         for part in attr.split("."):
