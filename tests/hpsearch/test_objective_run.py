@@ -311,8 +311,7 @@ def test_a_nan_metric_fails_that_trial_and_the_study_goes_on(tmp_path, ray_local
     folder = tmp_path / "code"
     path = _study(folder, "nan", rounds=1, per_round=8)
     (folder / "obj.py").write_text(
-        "def train(params, trial):\n"
-        "    return float('nan') if params['x'] < 0.5 else params['x']\n"
+        "def train(params, trial):\n    return float('nan') if params['x'] < 0.5 else params['x']\n"
     )
     url = f"sqlite:///{tmp_path / 'r.db'}"
     assert main(["run", str(path), "--storage", url, "--quiet"]) == 0
