@@ -45,6 +45,27 @@ space, the narrowing loop, the resources and the final evaluation::
     enabled = false
     seeds = 5
 
+With an ``[objective]`` table the trials run the user's own code instead of
+the built-in MLP (see :mod:`hpsearch.objective`)::
+
+    [study]
+    metric = "score"          # any name the objective reports
+    direction = "maximize"    # required unless the metric is a built-in one
+
+    [objective]
+    function = "my_model:train"   # or command = ["python", "train.py"]
+    max_steps = 20            # optional: steps a full trial reports (pruners)
+    kill_grace = 5.0          # optional: seconds from SIGTERM to SIGKILL (command)
+
+    [params]                  # constants passed with the sampled parameters
+    epochs = 20
+
+    [search.any_name]         # floats, ints (int = true, log, step), choices
+
+``[data]``, ``[model]``, ``pack_size`` > 1 and ``[final_eval] enabled`` are
+the built-in objective's and are refused there; ``[params]`` is refused
+without an ``[objective]``.
+
 Every problem raises :class:`hpsearch.errors.ConfigError` with a one-line
 message that names the key path, the bad value and what is allowed, e.g.
 ``search.lr: low (0.1) must be < high (0.01)``. The trainer-level meaning of
