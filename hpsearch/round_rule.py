@@ -455,6 +455,11 @@ def decide(
     )
     if crowded:
         reason += f"; the best crowds {', '.join(crowded)}, which moves out"
+    # Top trials of earlier rounds (or the margin) can reach past this box: say so,
+    # or a "slide" would be left unexplained.
+    spread = [e for e in moved_edges(box, spanned) if e not in crowded]
+    if spread:
+        reason += f"; {', '.join(spread)} moves out to hold them (with the margin)"
     return _decision(_action(box, spanned), spanned, box, reason, evidence, top)
 
 
