@@ -419,6 +419,7 @@ def _run_command(
             errors="replace",
             bufsize=1,
             start_new_session=True,  # its own process group: pruning stops its children too
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     except OSError as exc:
         return _Result([], "FAIL", reason=f"error: cannot run {argv[0]}: {exc.strerror or exc}")
@@ -467,6 +468,17 @@ def _run_command(
     if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
         result.extra = tails
     return result
+
+
+def _die_with_parent() -> None:
+    """In the command's process (Linux): SIGTERM when the worker that started it dies,
+    e.g. when a second Ctrl-C cancels the running trials (Ray kills the workers)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):  # pragma: no cover - no prctl: best effort
+        pass
 
 
 def _json_point(line: str) -> dict[str, Any] | None:

@@ -442,3 +442,28 @@ def test_the_shipped_folder_unpacks_the_same_files_and_modes(tmp_path):
 def test_hpsearch_exports_the_names_an_objective_needs():
     assert hpsearch.TrialPruned is objective.TrialPruned
     assert hpsearch.Trial is objective.Trial
+
+
+def test_a_command_dies_with_the_worker_that_started_it(script_dir):
+    """A cancelled trial's worker is killed by Ray; its command must not run on."""
+    import subprocess
+
+    marks = str(script_dir / "marks")
+    child = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from hpsearch.objective import UserCode, run_user_trial
+from hpsearch.worker import TrialTask
+task = TrialTask(number=7, trial_id=7, round=0, seed=1, config=None, metric="score",
+                 params={{"x": 0.5, "epochs": 1000, "pause": 0.05, "marks": {marks!r}}})
+run_user_trial(task, UserCode(kind="command", target=("python", "train.py"), metric="score",
+                              folder={str(script_dir)!r}))
+"""
+    worker = subprocess.Popen([sys.executable, "-c", child])
+    time.sleep(3.0)  # the command is running
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not (script_dir / "marks" / "7.term").exists():
+        time.sleep(0.1)
+    assert (script_dir / "marks" / "7.term").exists()  # it got SIGTERM with its worker gone
