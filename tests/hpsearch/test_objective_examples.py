@@ -68,3 +68,27 @@ def test_an_example_runs_on_two_nodes(
         assert f"{choice_param}_choices" in rounds.columns
     best = results.best(url, config.name)
     assert best["value"].iloc[0] > 0.8  # every example learns its data
+
+
+@pytest.mark.torch
+def test_the_torch_cnn_example_runs_on_two_nodes(two_nodes, tmp_path):
+    """The PyTorch CNN, with 2 epochs instead of 6 (smoke size)."""
+    import shutil
+
+    pytest.importorskip("torch")
+    folder = tmp_path / "torch_cnn"
+    shutil.copytree(EXAMPLES / "torch_cnn", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    path = folder / "study.toml"
+    text = path.read_text().replace("epochs = 6", "epochs = 2").replace("max_steps = 6", "")
+    path.write_text(text)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    argv = ["run", str(path), "--storage", url, "--quiet", "--rounds", "2"]
+    assert main([*argv, "--trials-per-round", "4", "--top-k", "2"]) == 0
+    trials = results.trials(url, "digits-cnn")
+    assert len(trials) == 8 and trials["node"].nunique() == 2
+    assert set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    curves = results.metric_curves(url, "digits-cnn")
+    assert set(curves["metric"]) == {"val_accuracy", "train_loss"}
+    rounds = results.rounds(url, "digits-cnn")
+    assert {"channels_low", "optimizer_choices"} <= set(rounds.columns)
+    assert results.best(url, "digits-cnn")["value"].iloc[0] > 0.5
