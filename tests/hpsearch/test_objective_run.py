@@ -141,6 +141,16 @@ def test_results_read_a_function_study(function_run):
     assert best["kind"].iloc[0] == "good"
 
 
+def test_the_report_of_a_function_study_draws_what_applies(function_run, tmp_path):
+    from hpsearch.report import write_report
+
+    page = write_report(function_run, "fn", tmp_path / "report")
+    html = page.read_text()
+    assert (tmp_path / "report" / "rounds.png").exists()  # the metric per round
+    assert "hpsearch.results.metric_curves" in html  # why the accuracy curves are left out
+    assert "score" in html
+
+
 def test_the_narrowing_works_on_an_int_and_a_categorical(function_run):
     url = function_run
     attrs = optuna.load_study(study_name="fn", storage=url).user_attrs
