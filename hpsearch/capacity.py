@@ -14,8 +14,10 @@ resources (``ray.nodes()``, per node, not the cluster's sum) and
   resources tells the autoscaler what to add. Ctrl-C ends the wait at once.
 
 Whether the cluster can grow (:func:`cluster_growth`) is read from what Ray
-keeps in its GCS and on the head, none of it public API (checked against Ray
-2.60's sources; each source that fails to answer is skipped):
+keeps in its GCS and on the head, none of it public API (read through
+:mod:`hpsearch.internals`, checked against Ray 2.60's sources; each source that
+fails to answer is skipped, and sources 1-3 are off on a Ray release hpsearch
+was not tested with):
 
 1. the cluster config an autoscaler reports to the GCS
    (``ray._private.state.state.get_cluster_config()``, internal KV namespace
@@ -50,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpsearch import internals
 from hpsearch.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -246,27 +249,16 @@ def growth_from_bootstrap(config: Mapping[str, Any] | None) -> Growth | None:
 
 
 def _read_cluster_config() -> Any:
-    import ray._private.state
-
-    return ray._private.state.state.get_cluster_config()
+    return internals.ray_cluster_config()
 
 
 def _read_v1_status() -> dict[str, Any] | None:
-    from ray._private import ray_constants
-    from ray.experimental.internal_kv import _internal_kv_get
-
-    raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    raw = internals.ray_v1_status()
     return json.loads(raw) if raw else None
 
 
 def _read_v2_status() -> Any:
-    import ray
-    from ray.autoscaler.v2.sdk import get_cluster_status
-    from ray.autoscaler.v2.utils import is_autoscaler_v2
-
-    if not is_autoscaler_v2(fetch_from_server=True):
-        return None
-    return get_cluster_status(ray.get_runtime_context().gcs_address)
+    return internals.ray_v2_status()
 
 
 def _read_bootstrap() -> dict[str, Any] | None:

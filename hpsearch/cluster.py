@@ -141,16 +141,18 @@ def check_address(
         return text
     start = time.monotonic()
     if text == "auto":
-        from ray._private.services import canonicalize_bootstrap_address_or_die
+        from hpsearch import internals
 
         try:
-            target = canonicalize_bootstrap_address_or_die("auto")
+            target = internals.ray_auto_address()
         except (ConnectionError, ValueError) as exc:
             reason = " ".join(str(exc).split())
             raise ClusterError(
                 f"{source} auto: no Ray cluster runs on this machine ({reason}); start one "
                 f"with 'ray start --head', give its HOST:PORT, or {local}"
             ) from exc
+        if target is None:  # Ray's private lookup is off: ray.init resolves 'auto' itself
+            return text
     elif text.startswith("ray://"):
         target = text[len("ray://") :]
     elif "://" in text or "/" in text:
@@ -171,9 +173,9 @@ def check_address(
     port = int(port_text)
     if not text.startswith("ray://") and text != "auto":
         try:  # Ray connects to this machine's address, not loopback: probe the same
-            from ray._private.services import resolve_ip_for_localhost
+            from hpsearch import internals
 
-            host = resolve_ip_for_localhost(host)
+            host = internals.ray_local_ip(host)
         except Exception:  # a best effort: then probe the address as given
             pass
     where = f"{host}:{port}"

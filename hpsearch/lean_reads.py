@@ -11,6 +11,8 @@ and builds the same ``FrozenTrial`` objects from the rows - equal field for
 field, as the tests check against Optuna's own read.
 
 Writes are Optuna's (and :mod:`hpsearch.storage`'s); only this read changes.
+Used only while :mod:`hpsearch.internals` keeps Optuna's fast paths on (a
+tested Optuna release and schema); otherwise Optuna's own read runs.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 import sqlalchemy
 from optuna import distributions
 from optuna.storages import RDBStorage
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial
+
+from hpsearch import internals
+from hpsearch.internals import models
 
 __all__ = ["LeanRDBStorage"]
 
@@ -54,6 +57,8 @@ class LeanRDBStorage(RDBStorage):
         included_trial_ids: set[int],
         trial_id_greater_than: int,
     ) -> list[FrozenTrial]:
+        if not internals.optuna_fast():  # turned off since this storage opened
+            return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
         # The selection is Optuna's: trials of the study (in ``states``), and of
         # those the ones in ``included_trial_ids`` or with a larger id.
         included = {i for i in included_trial_ids if i <= trial_id_greater_than}
@@ -68,7 +73,7 @@ class LeanRDBStorage(RDBStorage):
             )
         elif trial_id_greater_than > -1:
             condition = condition & (_TRIALS.c.trial_id > trial_id_greater_than)
-        with _create_scoped_session(self.scoped_session) as session:
+        with internals.session(self) as session:
             models.StudyModel.find_or_raise_by_id(study_id, session)
             try:
                 return _read(session, condition)
@@ -83,8 +88,8 @@ class LeanRDBStorage(RDBStorage):
                     if (states is None or t.state in states)
                     and (
                         trial_id_greater_than == -1
-                        or t._trial_id in included
-                        or t._trial_id > trial_id_greater_than
+                        or internals.trial_id(t) in included
+                        or internals.trial_id(t) > trial_id_greater_than
                     )
                 ]
 

@@ -89,15 +89,16 @@ class PruningOracle:
         grace: int | None = None,
     ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._storage = optuna.storages.InMemoryStorage()
         self._study = optuna.create_study(
+            storage=self._storage,
             study_name=study_name,
             direction=direction,
             pruner=make_pruner(pruner_name, max_epochs=max_epochs, grace=grace),
             sampler=optuna.samplers.RandomSampler(seed=0),
         )
         self._ids: dict[int, int] = {}
-        self._storage = self._study._storage
-        self._study_id = self._study._study_id
+        self._study_id = self._storage.get_study_id_from_name(study_name)
 
     def _trial_id(self, number: int) -> int:
         trial_id = self._ids.get(number)
@@ -115,8 +116,9 @@ class PruningOracle:
         frozen = self._storage.get_trial(trial_id)
         if frozen.state != TrialState.RUNNING:
             return False
-        study = optuna.pruners._filter_study(self._study, frozen)
-        return bool(self._study.pruner.prune(study, frozen))
+        # As Optuna 5.1's Trial.should_prune: the pruner gets the whole study
+        # (Hyperband picks the trial's bracket itself).
+        return bool(self._study.pruner.prune(self._study, frozen))
 
     def finish(self, number: int, state: str, value: float | None) -> None:
         """Mark trial ``number`` finished (COMPLETE, PRUNED or FAIL)."""

@@ -65,6 +65,21 @@ def to_point(trial: FrozenTrial) -> TrialPoint | None:
     return TrialPoint(trial.number, round_index, trial.params, value, step, False)
 
 
+def informative_trials(threshold: float | None, *, maximize: bool):
+    """A predicate: the trial's value (a pruned trial's last one) beats
+    ``threshold`` (:func:`hpsearch.round_rule.signal_threshold`); None when the
+    threshold is not known, so every trial counts."""
+    if threshold is None:
+        return None
+    sign = 1.0 if maximize else -1.0
+
+    def informative(trial: FrozenTrial) -> bool:
+        point = to_point(trial)
+        return point is not None and sign * (point.value - threshold) > 0
+
+    return informative
+
+
 def rankable(trial: FrozenTrial) -> bool:
     """COMPLETE with a value, or PRUNED: the trials :func:`rank` orders."""
     if trial.state == TrialState.COMPLETE:

@@ -209,11 +209,14 @@ def _load_trials(storage: BaseStorage, study_id: int, *, part: str = "table") ->
 
     On Optuna's RDB storage the rows are read with a handful of plain SELECTs
     (no ORM objects: about 10x faster on thousands of trials); any other
-    storage, or a schema this code does not know, goes through
+    storage, a schema this code does not know, or an Optuna release
+    :mod:`hpsearch.internals` was not tested with goes through
     ``storage.get_all_trials(study_id, deepcopy=False)``.
     """
+    from hpsearch import internals
+
     engine = getattr(storage, "engine", None)
-    if engine is not None:
+    if engine is not None and internals.optuna_fast():
         try:
             return _read_trials_sql(engine, study_id, part)
         except Exception as exc:
@@ -229,7 +232,8 @@ def _load_trials(storage: BaseStorage, study_id: int, *, part: str = "table") ->
 def _read_trials_sql(engine: Any, study_id: int, part: str) -> list[_TrialRecord]:
     import sqlalchemy as sa
     from optuna.distributions import json_to_distribution
-    from optuna.storages._rdb import models
+
+    from hpsearch.internals import models, stores_naive_utc
 
     trial_t = models.TrialModel.__table__
     param_t = models.TrialParamModel.__table__
@@ -237,7 +241,7 @@ def _read_trials_sql(engine: Any, study_id: int, part: str) -> list[_TrialRecord
     attr_t = models.TrialUserAttributeModel.__table__
     inter_t = models.TrialIntermediateValueModel.__table__
     # Optuna >= 5 stores naive UTC; older versions stored the writer's naive local time.
-    stores_utc = hasattr(models.TrialModel, "_datetime_start_utc")
+    stores_utc = stores_naive_utc()
 
     def db_time(value: Any) -> _dt.datetime | None:
         if value is None:
@@ -505,8 +509,9 @@ def studies(storage: str | BaseStorage) -> pd.DataFrame:
 
 
 def _frozen_study_id(storage: BaseStorage, summary: Any) -> int:
-    study_id = getattr(summary, "_study_id", None)
-    return study_id if study_id is not None else storage.get_study_id_from_name(summary.study_name)
+    from hpsearch import internals
+
+    return internals.frozen_study_id(summary, storage)
 
 
 def _best_value(storage: BaseStorage, study_id: int) -> float:
@@ -518,8 +523,10 @@ def _best_value(storage: BaseStorage, study_id: int) -> float:
 
 def _trial_counts(storage: BaseStorage, study_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Per study: counts by state name, first start and last completion (aware UTC)."""
+    from hpsearch import internals
+
     engine = getattr(storage, "engine", None)
-    if engine is not None:
+    if engine is not None and internals.optuna_fast():
         try:
             return _trial_counts_sql(engine)
         except Exception as exc:  # an unexpected schema: fall back to the public API
@@ -548,7 +555,8 @@ def _trial_counts(storage: BaseStorage, study_ids: list[int]) -> dict[int, dict[
 
 def _trial_counts_sql(engine: Any) -> dict[int, dict[str, Any]]:
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
+
+    from hpsearch.internals import models
 
     table = models.TrialModel.__table__
     query = sa.select(

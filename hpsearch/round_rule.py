@@ -322,6 +322,16 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def signal_threshold(scale: MetricScale, *, maximize: bool) -> float | None:
+    """The value an informative trial must beat (``floor`` +- ``Z * noise``), or
+    None when the floor is not known beforehand (it is then the round's median,
+    which only :func:`decide` can take)."""
+    if scale.floor is None:
+        return None
+    sign = 1.0 if maximize else -1.0
+    return float(scale.floor) + sign * Z * float(scale.noise or 0.0)
+
+
 def rank_points(points: Sequence[TrialPoint], *, maximize: bool) -> list[TrialPoint]:
     """Best first: complete trials by value, then pruned ones by depth (deeper
     first) and value; ties by trial number (as :mod:`hpsearch.ranking`)."""

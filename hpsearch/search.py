@@ -190,6 +190,12 @@ class NarrowingSearch:
         # The metric's floor and noise (hpsearch.metric_scale.builtin_scale for
         # the built-in objective); unknown noise is estimated from the curves.
         self._scale = scale or MetricScale()
+        # The sampler learns only once some trial in its box beat chance
+        # (hpsearch.sampling); unknown floor: every trial counts.
+        self._informative = ranking.informative_trials(
+            round_rule.signal_threshold(self._scale, maximize=self._maximize),
+            maximize=self._maximize,
+        )
         self._trials_run = 0
         self._stop_requested = False
         self._first_box = first_box
@@ -255,7 +261,7 @@ class NarrowingSearch:
                 continue
             if driver_gone(drivers.get(owner), now=now, host=self._host):
                 self.store.fail_trial(
-                    trial._trial_id,
+                    self.store.trial_id(trial),
                     f"{STALE_PREFIX} left {trial.state.name} by driver {owner} that stopped; "
                     "redone",
                 )
@@ -513,7 +519,9 @@ class NarrowingSearch:
                 batch = queued[:room]
                 queued = queued[room:]
                 batch += [
-                    sample_params(self.sampler, self.store.study, box)
+                    sample_params(
+                        self.sampler, self.store.study, box, informative=self._informative
+                    )
                     for _ in range(room - len(batch))
                 ]
                 tasks = self._tasks(batch, index, total)

@@ -31,13 +31,12 @@ from optuna.distributions import (
     distribution_to_json,
 )
 from optuna.storages import RDBStorage
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import records
+from hpsearch import internals, records
 from hpsearch.errors import HPSearchError, StorageError
+from hpsearch.internals import models
 from hpsearch.records import Curve, RoundRecord
 from hpsearch.storage_url import mask_url, open_storage
 from hpsearch.worker import TrialOutcome
@@ -86,7 +85,7 @@ class StudyStore:
     def __init__(self, storage: RDBStorage, study: optuna.Study) -> None:
         self.rdb = storage
         self.study = study
-        self.study_id = study._study_id
+        self.study_id = internals.study_id(study, storage)
         self.metric = "val_accuracy"  # which curve the intermediate values record
 
     # -- opening ---------------------------------------------------------
@@ -133,6 +132,10 @@ class StudyStore:
                 f"{study.direction.name.lower()}, the study file says {direction}; "
                 "use --name to start a new study"
             )
+        if not internals.optuna_fast():  # an untested Optuna: its public API only
+            from hpsearch.public_store import PublicStudyStore
+
+            return PublicStudyStore(rdb, study), existed
         return cls(rdb, study), existed
 
     # -- study-level records --------------------------------------------
@@ -201,7 +204,7 @@ class StudyStore:
         now = _utc_now()
         dist_json = {name: distribution_to_json(d) for name, d in distributions.items()}
         trials = _table(models.TrialModel)
-        with _create_scoped_session(self.rdb.scoped_session) as session:
+        with internals.session(self.rdb) as session:
             self._lock_study(session)
             if round_limit is not None:
                 round_index = batch[0][1]
@@ -267,6 +270,10 @@ class StudyStore:
             session.execute(_table(models.TrialUserAttributeModel).insert(), attr_rows)
         return out
 
+    def trial_id(self, trial: FrozenTrial) -> int:
+        """The storage id of one of this study's trials (what :meth:`fail_trial` takes)."""
+        return internals.trial_id(trial, self.rdb, self.study_id)
+
     def set_trial_attr(self, trial_id: int, key: str, value: Any) -> None:
         self.rdb.set_trial_user_attr(trial_id, key, value)
 
@@ -277,7 +284,7 @@ class StudyStore:
             return
         now = _utc_now()
         trial_model = models.TrialModel
-        with _create_scoped_session(self.rdb.scoped_session) as session:
+        with internals.session(self.rdb) as session:
             ids = [o.trial_id for o in outcomes]
             states = dict(
                 session.execute(
@@ -317,13 +324,11 @@ class StudyStore:
                     updates,
                 )
 
-    def _outcome_rows(
-        self,
-        outcome: TrialOutcome,
-        attr_rows: list[dict[str, Any]],
-        step_rows: list[dict[str, Any]],
-        value_rows: list[dict[str, Any]],
-    ) -> None:
+    def _outcome_record(
+        self, outcome: TrialOutcome
+    ) -> tuple[dict[str, Any], list[float], float | None]:
+        """What finishing a trial records: its user attributes, its intermediate
+        values (epochs 1, 2, ...) and its value (None: none recorded)."""
         history = outcome.history or {}
         if "points" in history:  # a user's objective: whatever it reported
             self._user_outcome_rows(outcome, attr_rows, step_rows, value_rows)
@@ -343,14 +348,28 @@ class StudyStore:
             attrs[records.TRIAL_FAIL_REASON] = outcome.fail_reason
         if outcome.retries:
             attrs[records.TRIAL_RETRIES] = outcome.retries
+        steps = curve.val_loss if self.metric == "val_loss" else curve.val_accuracy
+        state = TrialState[outcome.state]
+        value = None
+        if outcome.value is not None and state in (TrialState.COMPLETE, TrialState.PRUNED):
+            value = outcome.value
+        return attrs, list(steps), value
+
+    def _outcome_rows(
+        self,
+        outcome: TrialOutcome,
+        attr_rows: list[dict[str, Any]],
+        step_rows: list[dict[str, Any]],
+        value_rows: list[dict[str, Any]],
+    ) -> None:
+        attrs, steps, value = self._outcome_record(outcome)
         trial_id = outcome.trial_id
         attr_rows.extend(
             {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
         )
         ivm = models.TrialIntermediateValueModel
-        steps = curve.val_loss if self.metric == "val_loss" else curve.val_accuracy
-        for epoch, value in enumerate(steps, start=1):
-            stored, kind = ivm.intermediate_value_to_stored_repr(value)
+        for epoch, step_value in enumerate(steps, start=1):
+            stored, kind = ivm.intermediate_value_to_stored_repr(step_value)
             step_rows.append(
                 {
                     "trial_id": trial_id,
@@ -359,9 +378,8 @@ class StudyStore:
                     "intermediate_value_type": kind,
                 }
             )
-        state = TrialState[outcome.state]
-        if outcome.value is not None and state in (TrialState.COMPLETE, TrialState.PRUNED):
-            stored, kind = models.TrialValueModel.value_to_stored_repr(outcome.value)
+        if value is not None:
+            stored, kind = models.TrialValueModel.value_to_stored_repr(value)
             value_rows.append(
                 {"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind}
             )
@@ -453,7 +471,7 @@ class StudyStore:
         return int(session.execute(query).scalar_one())
 
     def count_round(self, round_index: int) -> int:
-        with _create_scoped_session(self.rdb.scoped_session) as session:
+        with internals.session(self.rdb) as session:
             return self._count_round(session, round_index)
 
     def _read_attr(self, session: Any, key: str) -> Any:
@@ -482,7 +500,7 @@ class StudyStore:
 
     def start_first_round(self, record: RoundRecord) -> RoundRecord:
         """Write round 0's record unless another driver already did; return the recorded one."""
-        with _create_scoped_session(self.rdb.scoped_session) as session:
+        with internals.session(self.rdb) as session:
             self._lock_study(session)
             existing = self._read_attr(session, records.round_key(record.index))
             if existing is not None:
@@ -502,7 +520,7 @@ class StudyStore:
         recorded ones back. Returns the authoritative ended round and whether
         this call wrote it.
         """
-        with _create_scoped_session(self.rdb.scoped_session) as session:
+        with internals.session(self.rdb) as session:
             self._lock_study(session)
             existing = self._read_attr(session, records.round_key(ended.index))
             if existing is not None and existing.get("ended_at"):
@@ -532,7 +550,7 @@ class StudyStore:
         Optuna 5.1 reads it as local time and converts it).
         """
         trial_model = models.TrialModel
-        with _create_scoped_session(self.rdb.scoped_session) as session:
+        with internals.session(self.rdb) as session:
             trial = trial_model.find_or_raise_by_id(trial_id, session, for_update=True)
             if trial.state.is_finished():
                 return False

@@ -224,7 +224,8 @@ def open_storage(
     url: str, *, create: bool, timeout: float = DEFAULT_TIMEOUT, **rdb_kwargs: Any
 ) -> RDBStorage:
     """Open the results database at ``url`` as an Optuna ``RDBStorage`` (a
-    :class:`~hpsearch.lean_reads.LeanRDBStorage`: trial reads as plain SQL).
+    :class:`~hpsearch.lean_reads.LeanRDBStorage`, trial reads as plain SQL,
+    unless :mod:`hpsearch.internals` turned Optuna's fast paths off).
 
     Args:
         url: A URL in one of the :data:`ALLOWED_FORMS`.
@@ -257,17 +258,24 @@ def open_storage(
         sqlalchemy_url = spec.sqlalchemy_url
     engine_kwargs["connect_args"] = connect_args
 
-    from hpsearch.lean_reads import LeanRDBStorage
+    from hpsearch import internals
+
+    if internals.optuna_fast():
+        from hpsearch.lean_reads import LeanRDBStorage as storage_class
+    else:  # an untested Optuna: its own reads (hpsearch.internals)
+        from optuna.storages import RDBStorage as storage_class
 
     # RDBStorage formats the URL with str.format (for {SCHEMA_VERSION}): escape braces.
     escaped = sqlalchemy_url.replace("{", "{{").replace("}", "}}")
     try:
-        return LeanRDBStorage(
+        opened = storage_class(
             escaped,
             engine_kwargs=engine_kwargs,
             skip_table_creation=not create,
             **rdb_kwargs,
         )
+        internals.check_storage(opened)  # the schema revision, once per process
+        return opened
     except ImportError as exc:
         raise StorageError(
             f"storage {spec.masked}: the database driver is not installed "

@@ -407,7 +407,7 @@ def _release_running(store: Any, driver_id: str, why: str) -> int:
     for trial in store.trials(states=(TrialState.RUNNING, TrialState.WAITING)):
         if trial.user_attrs.get(records.TRIAL_DRIVER) == driver_id:
             reason = f"{records.STALE_PREFIX} {why}; redone on resume"
-            count += bool(store.fail_trial(trial._trial_id, reason))
+            count += bool(store.fail_trial(store.trial_id(trial), reason))
     return count
 
 

@@ -162,10 +162,9 @@ def autoscaling_head(_ray_session_guard):
 
 _STATUS_PROBE = """
 import sys, ray
-from ray._private import ray_constants
-from ray.experimental.internal_kv import _internal_kv_get
+from hpsearch import internals
 ray.init(address=sys.argv[1], logging_level="ERROR", include_dashboard=False)
-print(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS))
+print(internals.ray_v1_status())
 """
 
 
