@@ -53,6 +53,8 @@ def effective_pack_size(config: StudyConfig, n_features: int, n_classes: int) ->
     size = config.resources.pack_size
     if size >= 1:
         return size
+    if not config.builtin:  # packing is an ability of the built-in objective
+        return 1
     sample = {
         name: spec.choices[0] if hasattr(spec, "choices") else spec.low
         for name, spec in config.space.items()
@@ -255,6 +257,11 @@ def ray_session(
 class RayExecutor:
     """Runs trials as Ray tasks, keeping ``queue_depth`` calls queued per worker.
 
+    ``data`` is the built-in objective's dataset (None for a user's objective);
+    ``code`` is a user's study folder, ``(digest, zip archive)``
+    (:func:`hpsearch.objective.pack_folder`), shipped to every node through the
+    object store.
+
     ``workers`` trials (or packs, or chains) run at once. When the cluster has
     room for more than that, only ``workers`` calls are in flight, so no more
     run at once than asked for.
@@ -266,7 +273,7 @@ class RayExecutor:
 
     def __init__(
         self,
-        data: Dataset,
+        data: Dataset | None,
         *,
         workers: int | None,
         cpus_per_trial: float = 1.0,
@@ -280,6 +287,7 @@ class RayExecutor:
         max_retries: int = 2,
         pack_size: int = 1,
         on_wait: Callable[[str], None] | None = None,
+        code: tuple[str, bytes] | None = None,
     ) -> None:
         import ray
 
@@ -304,6 +312,8 @@ class RayExecutor:
         self.chain_size = 1  # unpacked trials per call, run one after another (see chain)
         self._threads = max(1, int(cpus_per_trial))
         self._data_ref = ray.put(data)
+        # A user's study folder, in the object store once, unpacked once per node.
+        self._code = (code[0], ray.put(code[1])) if code is not None else None
         # Ray retries nothing itself: a call that lost its worker is re-run
         # here, counted in TrialTask.attempt and recorded. max_calls=0: worker
         # processes are reused from call to call, GPU calls too (Ray's default
@@ -390,7 +400,9 @@ class RayExecutor:
         self._call(tasks, stacked=False)
 
     def _call(self, tasks: list[TrialTask], *, stacked: bool) -> None:
-        ref = self._task.remote(self._data_ref, tasks, stacked, self._threads, self.oracle)
+        ref = self._task.remote(
+            self._data_ref, tasks, stacked, self._threads, self.oracle, self._code
+        )
         self._inflight[ref] = (tasks, stacked)
 
     def in_flight_tasks(self) -> list[TrialTask]:
@@ -443,7 +455,7 @@ class RayExecutor:
                     state="FAIL",
                     value=None,
                     fail_reason=f"worker lost {task.attempt + 1} times: {reason}"[:500],
-                    backend=task.config.backend,
+                    backend=task.config.backend if task.config is not None else "",
                     retries=task.attempt,
                 )
                 for task in tasks

@@ -45,6 +45,27 @@ space, the narrowing loop, the resources and the final evaluation::
     enabled = false
     seeds = 5
 
+With an ``[objective]`` table the trials run the user's own code instead of
+the built-in MLP (see :mod:`hpsearch.objective`)::
+
+    [study]
+    metric = "score"          # any name the objective reports
+    direction = "maximize"    # required unless the metric is a built-in one
+
+    [objective]
+    function = "my_model:train"   # or command = ["python", "train.py"]
+    max_steps = 20            # optional: steps a full trial reports (pruners)
+    kill_grace = 5.0          # optional: seconds from SIGTERM to SIGKILL (command)
+
+    [params]                  # constants passed with the sampled parameters
+    epochs = 20
+
+    [search.any_name]         # floats, ints (int = true, log, step), choices
+
+``[data]``, ``[model]``, ``pack_size`` > 1 and ``[final_eval] enabled`` are
+the built-in objective's and are refused there; ``[params]`` is refused
+without an ``[objective]``.
+
 Every problem raises :class:`hpsearch.errors.ConfigError` with a one-line
 message that names the key path, the bad value and what is allowed, e.g.
 ``search.lr: low (0.1) must be < high (0.01)``. The trainer-level meaning of
@@ -118,12 +139,28 @@ INT_OPTIONS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", int) and f.name != "seed"
 )
 
-SECTIONS = ("study", "data", "model", "search", "narrowing", "resources", "final_eval")
+SECTIONS = (
+    "study",
+    "data",
+    "model",
+    "search",
+    "narrowing",
+    "resources",
+    "final_eval",
+    "objective",
+    "params",
+)
 STUDY_KEYS = ("name", "metric", "direction", "seed", "sampler", "pruner", "prune_after")
 DATA_KEYS = ("dataset", "train_samples", "val_fraction")
 NARROWING_KEYS = ("rounds", "trials_per_round", "top_k", "margin")
 RESOURCES_KEYS = ("workers", "cpus_per_trial", "gpus_per_trial", "pack_size")
 FINAL_EVAL_KEYS = ("enabled", "seeds")
+OBJECTIVE_KEYS = ("function", "command", "max_steps", "kill_grace")
+#: A metric name a user's objective reports (also a JSON key of a command's lines).
+METRIC_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
+#: A parameter name of a user's objective (passed as ``--name=value`` to a command).
+PARAM_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,99}")
+DEFAULT_KILL_GRACE = 5.0
 PARAM_KEYS = ("low", "high", "log", "int", "step", "choices", "hard_low", "hard_high")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "study": STUDY_KEYS,
@@ -132,6 +169,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "narrowing": NARROWING_KEYS,
     "resources": RESOURCES_KEYS,
     "final_eval": FINAL_EVAL_KEYS,
+    "objective": OBJECTIVE_KEYS,
 }
 
 DEFAULT_VAL_FRACTION = 0.2
@@ -327,6 +365,46 @@ class FinalEvalConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ObjectiveConfig:
+    """What a trial runs (the ``[objective]`` table; absent: the built-in MLP).
+
+    Attributes:
+        function: ``module:callable`` of a Python function objective, imported
+            with the study file's folder on ``sys.path`` and called as
+            ``callable(params, trial)`` (see :mod:`hpsearch.objective`).
+        command: A command objective: the program and its fixed arguments;
+            each trial appends its parameters as ``--name=value``.
+        max_steps: Steps a full trial reports (the pruner's largest rung,
+            Hyperband's maximum resource); None: unknown (1 for the pruners).
+        kill_grace: Seconds between SIGTERM and SIGKILL when a command's
+            trial is pruned, >= 0.
+    """
+
+    function: str | None = None
+    command: tuple[str, ...] | None = None
+    max_steps: int | None = None
+    kill_grace: float = DEFAULT_KILL_GRACE
+
+    @property
+    def kind(self) -> str:
+        """``builtin``, ``function`` or ``command``."""
+        if self.function is not None:
+            return "function"
+        if self.command is not None:
+            return "command"
+        return "builtin"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "function": self.function,
+            "command": list(self.command) if self.command is not None else None,
+            "max_steps": self.max_steps,
+            "kill_grace": self.kill_grace,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class StudyConfig:
     """One validated study file (plus any overrides).
 
@@ -358,6 +436,15 @@ class StudyConfig:
         source_text: The study file's text, verbatim.
         overrides: The overrides applied on top of ``source_text``
             (``with_overrides`` keyword -> value), JSON-ready.
+        objective: What a trial runs; the built-in MLP unless the file has
+            an ``[objective]`` table. With a user's objective, ``data`` is
+            None, ``model`` is empty, ``space`` may name any parameter and
+            ``metric`` any name the objective reports.
+        params: Constants passed to a user's objective with every trial's
+            sampled parameters (the ``[params]`` table; read-only).
+        folder: The study file's folder (absolute; empty for a study parsed
+            from text): where a user's objective is imported or run from,
+            and what Ray ships to every worker.
     """
 
     name: str
@@ -367,7 +454,7 @@ class StudyConfig:
     sampler: str = "random"
     pruner: str = "none"
     prune_after: int | None = None
-    data: DataConfig
+    data: DataConfig | None
     model: Mapping[str, Any] = field(default_factory=FrozenMap)
     space: Mapping[str, ParamSpec] = field(default_factory=FrozenMap)
     limits: Mapping[str, tuple[float, float]] = field(default_factory=FrozenMap)
@@ -376,6 +463,14 @@ class StudyConfig:
     final_eval: FinalEvalConfig = field(default_factory=FinalEvalConfig)
     source_text: str = ""
     overrides: Mapping[str, Any] = field(default_factory=FrozenMap)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    params: Mapping[str, Any] = field(default_factory=FrozenMap)
+    folder: str = ""
+
+    @property
+    def builtin(self) -> bool:
+        """True when trials train the built-in MLP (no ``[objective]`` table)."""
+        return self.objective.kind == "builtin"
 
     def train_config(self, params: Mapping[str, Any], seed: int) -> TrainConfig:
         """The trainer configuration of one trial.
@@ -508,13 +603,15 @@ class StudyConfig:
             "sampler": self.sampler,
             "pruner": self.pruner,
             "prune_after": self.prune_after,
-            "data": dataclasses.asdict(self.data),
+            "data": dataclasses.asdict(self.data) if self.data is not None else None,
             "model": {k: list(v) if isinstance(v, tuple) else v for k, v in self.model.items()},
             "space": {k: spec.to_dict() for k, spec in self.space.items()},
             "narrowing": dataclasses.asdict(self.narrowing),
             "resources": dataclasses.asdict(self.resources),
             "final_eval": dataclasses.asdict(self.final_eval),
             "overrides": dict(self.overrides),
+            "objective": self.objective.to_dict(),
+            "params": dict(self.params),
         }
 
 
@@ -555,7 +652,8 @@ def load_study(path: str | os.PathLike[str]) -> StudyConfig:
                 "save the study file as UTF-8"
             )
         ) from exc
-    return parse_study(text.removeprefix("\ufeff"), source=shown)
+    config = parse_study(text.removeprefix("\ufeff"), source=shown)
+    return dataclasses.replace(config, folder=str(file.resolve().parent))
 
 
 def parse_study(text: str, *, source: str = "<string>") -> StudyConfig:
@@ -626,6 +724,15 @@ def _build(data: dict[str, Any], text: str) -> StudyConfig:
     study = _section(data, "study")
     name = _get(study, "name", required=_missing_name)
     _check_name("study.name", name)
+    objective = _build_objective(data.get("objective"))
+    if objective.kind != "builtin":
+        return _build_user(data, text, study, name, objective)
+    for section in ("params",):
+        if section in data:
+            raise ConfigError(
+                f"{section}: [params] holds constants of a user's objective; the built-in "
+                "objective's fixed options go in [model] (or add an [objective] table)"
+            )
     metric = _get_choice(study, "study", "metric", tuple(METRICS), default="val_accuracy")
     implied = METRICS[metric]
     direction = _get_choice(study, "study", "direction", DIRECTIONS, default=implied)
@@ -645,7 +752,7 @@ def _build(data: dict[str, Any], text: str) -> StudyConfig:
     space = _build_space(data.get("search", {}), model_raw)
     model = _check_trainer_meaning(model_raw, space)
     if prune_after is not None:
-        _check_prune_after(prune_after, pruner, model)
+        _check_prune_after(prune_after, pruner, model.get("epochs"), "model.epochs")
     limits = _build_limits(data.get("search", {}), space)
     narrowing = _build_narrowing(_section(data, "narrowing"))
     resources = _build_resources(_section(data, "resources"))
@@ -683,17 +790,178 @@ def _build(data: dict[str, Any], text: str) -> StudyConfig:
     )
 
 
-def _check_prune_after(value: Any, pruner: str, model: Mapping[str, Any]) -> None:
+def _build_objective(table: Any) -> ObjectiveConfig:
+    """The ``[objective]`` table: exactly one of ``function`` and ``command``."""
+    if table is None:
+        return ObjectiveConfig()
+    _check_keys("objective", table, OBJECTIVE_KEYS)
+    has_function, has_command = "function" in table, "command" in table
+    if has_function == has_command:
+        got = "both" if has_function else "neither"
+        raise ConfigError(
+            f"objective: got {got} of function and command; give exactly one, e.g. "
+            "function = 'my_model:train' or command = ['python', 'train.py']"
+        )
+    function = command = None
+    if has_function:
+        function = table["function"]
+        module, colon, attr = function.partition(":") if isinstance(function, str) else ("", "", "")
+        dotted = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+        if not (colon and dotted.fullmatch(module.strip()) and dotted.fullmatch(attr.strip())):
+            raise ConfigError(
+                f"objective.function: got {_show(function)}; expected 'module:callable' "
+                "(a module importable from the study file's folder), e.g. 'my_model:train'"
+            )
+        function = f"{module.strip()}:{attr.strip()}"
+    else:
+        command = table["command"]
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(a, str) and a for a in command)
+        ):
+            raise ConfigError(
+                f"objective.command: got {_show(command)}; expected a non-empty array of "
+                "non-empty strings, e.g. ['python', 'train.py', '--epochs', '20']"
+            )
+        command = tuple(command)
+    max_steps = table.get("max_steps")
+    if max_steps is not None:
+        _check_int("objective.max_steps", max_steps, low=1)
+    grace = table.get("kill_grace", DEFAULT_KILL_GRACE)
+    _check_number("objective.kill_grace", grace, low=0.0)
+    return ObjectiveConfig(
+        function=function, command=command, max_steps=max_steps, kill_grace=float(grace)
+    )
+
+
+def _build_user(
+    data: dict[str, Any],
+    text: str,
+    study: dict[str, Any],
+    name: str,
+    objective: ObjectiveConfig,
+) -> StudyConfig:
+    """A study of a user's objective: any metric, any parameters, no trainer checks."""
+    for section, why in (
+        ("data", "the objective loads its own data"),
+        ("model", "put the objective's constants in [params]"),
+    ):
+        if section in data:
+            raise ConfigError(
+                f"{section}: [{section}] is for the built-in objective; with [objective] {why}"
+            )
+    metric = study.get("metric", "val_accuracy")
+    if not isinstance(metric, str) or not METRIC_PATTERN.fullmatch(metric):
+        raise ConfigError(
+            f"study.metric: got {_show(metric)}; expected the name the objective reports "
+            "(letters, digits, '_', '.', '-'; starting with a letter or '_'), e.g. "
+            "'val_accuracy'"
+        )
+    if "direction" in study:
+        direction = _get_choice(study, "study", "direction", DIRECTIONS, default="maximize")
+    elif metric in METRICS:
+        direction = METRICS[metric]
+    else:
+        raise ConfigError(
+            f"study.direction: missing; metric {_show(metric)} is not a built-in metric, "
+            "so say whether to maximize or minimize it (direction = 'maximize' or 'minimize')"
+        )
+    seed = _get(study, "seed", default=0)
+    _check_int("study.seed", seed, low=0, high=MAX_SEED)
+    sampler = _get_choice(study, "study", "sampler", SAMPLERS, default="random")
+    pruner = _get_choice(study, "study", "pruner", PRUNERS, default="none")
+    prune_after = _get(study, "prune_after", default=None)
+    if prune_after is not None:
+        _check_prune_after(prune_after, pruner, objective.max_steps, "objective.max_steps")
+    constants = _section(data, "params")
+    for key, value in constants.items():
+        path = f"params.{_show_key(key)}"
+        if not PARAM_PATTERN.fullmatch(str(key)):
+            raise ConfigError(
+                f"{path}: not a parameter name; use letters, digits, '_', '.', '-', starting "
+                "with a letter or '_'"
+            )
+        if isinstance(value, dict):
+            raise ConfigError(
+                f"{path}: got a table; a constant is a string, number, boolean or array"
+            )
+    space = _build_user_space(data.get("search", {}), constants)
+    limits = _build_limits(data.get("search", {}), space, check_trainer=False)
+    narrowing = _build_narrowing(_section(data, "narrowing"))
+    resources = _build_resources(_section(data, "resources"))
+    if resources.pack_size > 1:
+        raise ConfigError(
+            f"resources.pack_size: got {resources.pack_size}; packing is an ability of the "
+            "built-in objective; a user's objective trains one trial at a time (leave it out)"
+        )
+    final = _section(data, "final_eval")
+    if final.get("enabled", False):
+        raise ConfigError(
+            "final_eval.enabled: the final evaluation (test accuracy of the built-in MLP) "
+            "needs the built-in objective; leave it out with [objective]"
+        )
+    return StudyConfig(
+        name=name,
+        metric=metric,
+        direction=direction,
+        seed=seed,
+        sampler=sampler,
+        pruner=pruner,
+        prune_after=prune_after,
+        data=None,
+        model=FrozenMap(),
+        space=FrozenMap(space),
+        limits=FrozenMap(limits),
+        narrowing=narrowing,
+        resources=dataclasses.replace(resources, pack_size=1),
+        final_eval=FinalEvalConfig(enabled=False, seeds=int(final.get("seeds", 5))),
+        source_text=text,
+        overrides=FrozenMap(),
+        objective=objective,
+        params=FrozenMap(constants),
+    )
+
+
+def _build_user_space(search: Any, constants: Mapping[str, Any]) -> dict[str, ParamSpec]:
+    """``[search.<any name>]`` of a user's objective: floats, ints, categoricals."""
+    example = "e.g. [search.learning_rate] low = 1e-4, high = 1e-1, log = true"
+    if not search:
+        raise ConfigError(f"search: no parameter to search; add a [search.<name>] table, {example}")
+    space: dict[str, ParamSpec] = {}
+    for key, table in search.items():
+        path = f"search.{_show_key(key)}"
+        if not PARAM_PATTERN.fullmatch(str(key)):
+            raise ConfigError(
+                f"{path}: not a parameter name; use letters, digits, '_', '.', '-', starting "
+                "with a letter or '_'"
+            )
+        if key in constants:
+            raise ConfigError(
+                f"{path}: {key} is also a constant in [params] (params.{key} = "
+                f"{_show(constants[key])}); fix it or search it, not both"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{path}: got {_show(table)} ({_kind(table)}); expected a table with low and "
+                f"high or with choices, e.g. [search.{key}] low = ..., high = ..."
+            )
+        plain = {k: v for k, v in table.items() if k not in ("hard_low", "hard_high")}
+        space[key] = _build_param(path, key, plain, user=True)
+    return space
+
+
+def _check_prune_after(value: Any, pruner: str, epochs: Any, where: str) -> None:
     _check_int("study.prune_after", value, low=1)
     if pruner == "none":
         raise ConfigError(
             f"study.prune_after: got {_show(value)} but study.pruner is 'none'; set a pruner "
             "(median, asha, hyperband) or leave prune_after out"
         )
-    epochs = model.get("epochs")  # a searched epochs count is not checked here
+    # A searched epochs count (or an objective without max_steps) is not checked here.
     if epochs is not None and value >= epochs:
         raise ConfigError(
-            f"study.prune_after: got {_show(value)}; must be below model.epochs ({epochs}), "
+            f"study.prune_after: got {_show(value)}; must be below {where} ({epochs}), "
             "or no trial could ever be pruned"
         )
 
@@ -810,7 +1078,9 @@ def _build_space(search: Any, model: dict[str, Any]) -> dict[str, ParamSpec]:
     return space
 
 
-def _build_limits(search: Any, space: dict[str, ParamSpec]) -> dict[str, tuple[float, float]]:
+def _build_limits(
+    search: Any, space: dict[str, ParamSpec], *, check_trainer: bool = True
+) -> dict[str, tuple[float, float]]:
     """Hard limits a moving box may reach: ``hard_low``/``hard_high`` of float ranges.
 
     Without them a parameter's box never leaves its ``low``..``high``.
@@ -840,7 +1110,7 @@ def _build_limits(search: Any, space: dict[str, ParamSpec]) -> dict[str, tuple[f
             )
         if spec.log and lo <= 0:
             raise ConfigError(f"{path}.hard_low: got {_show(lo)}; a log range needs it > 0")
-        for end, value in (("hard_low", lo), ("hard_high", hi)):
+        for end, value in (("hard_low", lo), ("hard_high", hi)) if check_trainer else ():
             try:
                 TrainConfig(**{key: value})
             except TrainerConfigError as exc:
@@ -849,7 +1119,7 @@ def _build_limits(search: Any, space: dict[str, ParamSpec]) -> dict[str, tuple[f
     return limits
 
 
-def _build_param(path: str, key: str, table: dict[str, Any]) -> ParamSpec:
+def _build_param(path: str, key: str, table: dict[str, Any], *, user: bool = False) -> ParamSpec:
     _check_keys(path, table, PARAM_KEYS)
     if "choices" in table:
         others = [k for k in table if k != "choices"]
@@ -871,7 +1141,7 @@ def _build_param(path: str, key: str, table: dict[str, Any]) -> ParamSpec:
     _check_bool(f"{path}.log", log)
     low, high = table["low"], table["high"]
     if is_int:
-        if key not in INT_OPTIONS:
+        if not user and key not in INT_OPTIONS:
             raise ConfigError(
                 f"{path}.int: got true; {key} is not an integer option; int = true is for: "
                 f"{', '.join(INT_OPTIONS)}"
@@ -886,7 +1156,7 @@ def _build_param(path: str, key: str, table: dict[str, Any]) -> ParamSpec:
                 f"{path}.step: got {_show(table['step'])}; step is only for integer ranges "
                 "(int = true)"
             )
-        if key in INT_OPTIONS:
+        if not user and key in INT_OPTIONS:
             raise ConfigError(
                 f"{path}: {key} takes integers; add int = true (low = {_show(low)}, "
                 f"high = {_show(high)})"
@@ -895,7 +1165,8 @@ def _build_param(path: str, key: str, table: dict[str, Any]) -> ParamSpec:
         _check_number(f"{path}.high", high)
         step = 1
     if low >= high:
-        same = "; to fix the value, set it in [model] instead" if low == high else ""
+        where = "[params]" if user else "[model]"
+        same = f"; to fix the value, set it in {where} instead" if low == high else ""
         raise ConfigError(f"{path}: low ({_show(low)}) must be < high ({_show(high)}){same}")
     if log and low <= 0:
         raise ConfigError(f"{path}.low: got {_show(low)}; a log range needs low > 0")

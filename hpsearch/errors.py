@@ -28,3 +28,7 @@ class StudyNotFoundError(HPSearchError, LookupError):
 
 class ClusterError(HPSearchError):
     """Ray could not be started or reached."""
+
+
+class ObjectiveError(HPSearchError):
+    """A user's objective failed every trial of the first round (the CLI exits 1)."""

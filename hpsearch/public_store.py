@@ -77,7 +77,7 @@ class PublicStudyStore(StudyStore):
                 attrs, steps, value = self._outcome_record(outcome)
                 for key, attr in attrs.items():
                     self.rdb.set_trial_user_attr(trial_id, key, attr)
-                for epoch, step_value in enumerate(steps, start=1):
+                for epoch, step_value in steps.items():
                     self.rdb.set_trial_intermediate_value(trial_id, epoch, step_value)
                 self.rdb.set_trial_state_values(
                     trial_id, TrialState[outcome.state], None if value is None else [value]

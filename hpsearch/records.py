@@ -28,8 +28,15 @@ Trial user attributes (``TRIAL_*`` constants):
     ``curve`` dict of :class:`Curve`, ``driver`` str (the driver that
     created it), ``retries`` int (times it was re-run after losing its worker;
     absent when 0).
+    With a user's objective (``backend`` is ``function`` or ``command``):
+    ``curve`` is ``{"step": [...], name: [...]}``, one column per metric it
+    reported (None where a point lacked it); ``epochs_completed`` counts the
+    steps that reported the study metric; ``stdout_tail`` / ``stderr_tail``
+    (a command's last lines, kept when it failed or gave no metric);
+    ``returned`` (the numbers of a dict a function returned).
 Trial intermediate values: the per-epoch metric (validation accuracy, or validation
 loss for a ``val_loss`` study) after each epoch, step = epoch; pruners watch it.
+A user's objective: the study metric at each reported step.
 Trial value: the metric; state COMPLETE, PRUNED or FAIL.
 """
 
@@ -64,6 +71,9 @@ TRIAL_FAIL_REASON = "fail_reason"
 TRIAL_CURVE = "curve"
 TRIAL_DRIVER = "driver"
 TRIAL_RETRIES = "retries"
+TRIAL_STDOUT_TAIL = "stdout_tail"
+TRIAL_STDERR_TAIL = "stderr_tail"
+TRIAL_RETURNED = "returned"
 
 CURVE_FIELDS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 

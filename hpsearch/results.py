@@ -67,6 +67,7 @@ __all__ = [
     "best",
     "curves",
     "export",
+    "metric_curves",
     "pick_best",
     "read_export",
     "rounds",
@@ -874,6 +875,8 @@ def curves(storage: str | BaseStorage, name: str) -> pd.DataFrame:
     Trials with a recorded curve give two rows per completed epoch. A trial
     without a curve (e.g. still running) gives its intermediate values as
     ``val`` rows with NaN loss. Empty (same columns) when there are no curves.
+    The curves of a user's objective (any metric names) are
+    :func:`metric_curves`'s; they give no rows here.
 
     Wide form: ``curves(...).pivot_table(index=["trial", "epoch"],
     columns="split", values=["loss", "accuracy"], observed=True)``.
@@ -892,6 +895,8 @@ def _curves_frame(frozen: Iterable[Any]) -> pd.DataFrame:
     acc_col: list[float] = []
     for t in frozen:
         data = t.user_attrs.get(records.TRIAL_CURVE)
+        if isinstance(data, Mapping) and "step" in data:
+            continue  # a user's objective: see metric_curves
         if isinstance(data, Mapping):
             curve = records.Curve.from_dict(data)
             n = max(
@@ -927,6 +932,54 @@ def _curves_frame(frozen: Iterable[Any]) -> pd.DataFrame:
         },
         CURVE_COLUMNS,
     )
+
+
+METRIC_CURVE_COLUMNS: dict[str, Any] = {
+    "trial": "int64",
+    "step": "int64",
+    "metric": STRING_DTYPE,
+    "value": "float64",
+}
+"""Columns and dtypes of :func:`metric_curves`."""
+
+
+def metric_curves(storage: str | BaseStorage, name: str) -> pd.DataFrame:
+    """Every metric each trial reported, per step, in long format: any objective.
+
+    A user's objective gives what it reported (``trial.report(value, step,
+    **more)``, or a command's JSON lines), one row per trial, step and metric
+    name; the built-in objective gives its curve as ``train_loss``,
+    ``train_accuracy``, ``val_loss``, ``val_accuracy`` (step = epoch).
+
+    Columns (dtype): trial (int64), step (int64), metric (string), value
+    (float64; NaN where a point lacked the metric). Ordered by trial, step and
+    the order the metrics were first reported. Wide form:
+    ``metric_curves(...).pivot_table(index=["trial", "step"], columns="metric",
+    values="value")``.
+    """
+    with _opened(storage) as (opened, label):
+        study_id = _study_id(opened, name, label)
+        frozen = _load_trials(opened, study_id, part="curves")
+    cols: dict[str, list[Any]] = {k: [] for k in METRIC_CURVE_COLUMNS}
+    for t in sorted(frozen, key=lambda t: t.number):
+        data = t.user_attrs.get(records.TRIAL_CURVE)
+        if not isinstance(data, Mapping):
+            continue
+        if "step" in data:
+            steps = [int(s) for s in data["step"]]
+            names = [k for k in data if k != "step"]
+        else:
+            steps = list(range(1, len(data.get("val_accuracy", ())) + 1))
+            names = [k for k in records.CURVE_FIELDS if k != "seconds"]
+        for i, step in enumerate(steps):
+            for metric in names:
+                column = data.get(metric) or ()
+                value = column[i] if i < len(column) else None
+                cols["trial"].append(t.number)
+                cols["step"].append(step)
+                cols["metric"].append(metric)
+                cols["value"].append(math.nan if value is None else float(value))
+    return _frame(cols, METRIC_CURVE_COLUMNS)
 
 
 # --- export -----------------------------------------------------------------------------

@@ -42,6 +42,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import internals, metric_scale, ranking, records, round_rule, space
 from hpsearch.config import ParamSpec, StudyConfig
+from hpsearch.errors import ObjectiveError
+from hpsearch.objective import UserCode
 from hpsearch.proposer import BatchTPEProposer
 from hpsearch.records import STALE_PREFIX, RoundRecord
 from hpsearch.round_rule import MetricScale
@@ -177,6 +179,7 @@ class NarrowingSearch:
         self.observer = observer or SearchObserver()
         self._sampler_learns = not isinstance(sampler, (RandomSampler, QMCSampler))
         self.final_eval = config.final_eval.enabled if final_eval is None else final_eval
+        self.final_eval = self.final_eval and config.builtin  # test accuracy of the MLP
         self.driver_id = driver_id or uuid.uuid4().hex[:12]
         self._host = socket.gethostname()
         self._started = _now()
@@ -221,6 +224,8 @@ class NarrowingSearch:
             if settings is not None
             else None
         )
+        # A user's objective (None: the built-in MLP, whose tasks carry a TrainConfig).
+        self._user = UserCode.of(config)
 
     # -- control ---------------------------------------------------------
     def request_stop(self) -> None:
@@ -298,8 +303,9 @@ class NarrowingSearch:
                     round=round_index,
                     params=dict(params),
                     seed=seed,
-                    config=self.config.train_config(params, seed),
+                    config=None if self._user else self.config.train_config(params, seed),
                     metric=self.config.metric,
+                    user=self._user,
                 )
             )
         return tasks
@@ -383,6 +389,8 @@ class NarrowingSearch:
             while True:
                 self.observer.round_started(current, total_rounds)
                 self._run_round(current)
+                if current.index == 0 and self._user is not None:
+                    self._check_first_round()
                 if self._stop_requested:
                     self._beat(force=True, state="stopped")
                     return SearchResult(
@@ -414,6 +422,20 @@ class NarrowingSearch:
             final_eval=final or self.store.user_attrs().get(records.FINAL_EVAL_KEY),
             stale_marked=stale,
             trials_run=self._trials_run,
+        )
+
+    def _check_first_round(self) -> None:
+        """A user's objective that failed every trial of the first round would fail
+        every other one too: stop, naming the first failure (the trials stay recorded)."""
+        trials = sorted(self._round_trials(0), key=lambda t: t.number)
+        if not trials or any(t.state != TrialState.FAIL for t in trials):
+            return
+        first = trials[0]
+        reason = first.user_attrs.get(records.TRIAL_FAIL_REASON, "no reason recorded")
+        self._beat(force=True, state="stopped")
+        raise ObjectiveError(
+            f"every trial of round 1 failed ({len(trials)}); the first, trial {first.number}: "
+            f"{reason}"
         )
 
     def _abandon_in_flight(self, why: str) -> None:

@@ -74,6 +74,14 @@ def _table(model: Any) -> sqlalchemy.Table:
     return model.__table__
 
 
+def _recorded_value(outcome: TrialOutcome) -> float | None:
+    """The value a finished trial records: COMPLETE or PRUNED with one, else None."""
+    state = TrialState[outcome.state]
+    if outcome.value is not None and state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return outcome.value
+    return None
+
+
 def curve_from_history(history: Mapping[str, Any]) -> Curve:
     rows = history.get("records", ())
     return Curve(**{k: tuple(float(r[k]) for r in rows) for k in records.CURVE_FIELDS})
@@ -345,10 +353,13 @@ class StudyStore:
 
     def _outcome_record(
         self, outcome: TrialOutcome
-    ) -> tuple[dict[str, Any], list[float], float | None]:
+    ) -> tuple[dict[str, Any], dict[int, float], float | None]:
         """What finishing a trial records: its user attributes, its intermediate
-        values (epochs 1, 2, ...) and its value (None: none recorded)."""
+        values (step -> value: epochs 1, 2, ... for the built-in objective) and its
+        value (None: none recorded)."""
         history = outcome.history or {}
+        if "points" in history:  # a user's objective: whatever it reported
+            return self._user_outcome_record(outcome)
         curve = curve_from_history(history)
         attrs: dict[str, Any] = {
             records.TRIAL_SEED: outcome.seed,
@@ -365,11 +376,37 @@ class StudyStore:
         if outcome.retries:
             attrs[records.TRIAL_RETRIES] = outcome.retries
         steps = curve.val_loss if self.metric == "val_loss" else curve.val_accuracy
-        state = TrialState[outcome.state]
-        value = None
-        if outcome.value is not None and state in (TrialState.COMPLETE, TrialState.PRUNED):
-            value = outcome.value
-        return attrs, list(steps), value
+        return attrs, dict(enumerate(steps, start=1)), _recorded_value(outcome)
+
+    def _user_outcome_record(
+        self, outcome: TrialOutcome
+    ) -> tuple[dict[str, Any], dict[int, float], float | None]:
+        """A user's objective's trial: its reported points as the ``curve``
+        (columns by metric name, see :func:`hpsearch.objective.curve_columns`),
+        the study metric per reported step as intermediate values."""
+        from hpsearch.objective import curve_columns, metric_steps
+
+        history = outcome.history
+        points = history.get("points", [])
+        steps = metric_steps(points, self.metric)
+        attrs: dict[str, Any] = {
+            records.TRIAL_SEED: outcome.seed,
+            records.TRIAL_NODE: outcome.node,
+            records.TRIAL_BACKEND: outcome.backend,
+            records.TRIAL_DIVERGED: False,
+            records.TRIAL_TRAIN_SECONDS: round(outcome.train_seconds, 6),
+            records.TRIAL_EPOCHS: len(steps),
+            records.TRIAL_STOPPED: bool(history.get("stopped", False)),
+            records.TRIAL_CURVE: curve_columns(points),
+        }
+        for key in (records.TRIAL_STDOUT_TAIL, records.TRIAL_STDERR_TAIL, records.TRIAL_RETURNED):
+            if history.get(key):
+                attrs[key] = history[key]
+        if outcome.fail_reason:
+            attrs[records.TRIAL_FAIL_REASON] = outcome.fail_reason
+        if outcome.retries:
+            attrs[records.TRIAL_RETRIES] = outcome.retries
+        return attrs, dict(sorted(steps.items())), _recorded_value(outcome)
 
     def _outcome_rows(
         self,
@@ -384,7 +421,7 @@ class StudyStore:
             {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
         )
         ivm = models.TrialIntermediateValueModel
-        for epoch, step_value in enumerate(steps, start=1):
+        for epoch, step_value in steps.items():
             stored, kind = ivm.intermediate_value_to_stored_repr(step_value)
             step_rows.append(
                 {

@@ -58,6 +58,8 @@ class TrialTask:
 
     ``final`` marks a final-evaluation run: train on train+validation and
     evaluate on the test split. Tuning trials never read the test split.
+    ``user`` is the user's objective (:class:`hpsearch.objective.UserCode`);
+    None for the built-in MLP, whose trials carry their ``config``.
     """
 
     number: int
@@ -65,10 +67,11 @@ class TrialTask:
     round: int
     params: dict[str, Any]
     seed: int
-    config: TrainConfig
+    config: TrainConfig | None
     metric: str
     final: bool = False
     attempt: int = 0
+    user: Any = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def _common(task: TrialTask, node: str) -> dict[str, Any]:
         seed=task.seed,
         params=task.params,
         node=node,
-        backend=task.config.backend,
+        backend=task.config.backend if task.config is not None else "",
         retries=task.attempt,
     )
 
@@ -289,6 +292,7 @@ def run_call(
     stacked: bool = True,
     threads: int = 1,
     oracle: Any = None,
+    code: tuple[str, Any] | None = None,
 ) -> list[TrialOutcome]:
     """The Ray task :class:`hpsearch.cluster.RayExecutor` submits: one trial, a
     pack of compatible tuning trials trained as one stacked computation, or
@@ -299,12 +303,17 @@ def run_call(
     lives here, not in :mod:`hpsearch.cluster`, so a worker process imports only
     the trainer and this module (not Optuna or the driver); PyTorch is
     imported, and its thread count set, only when a torch trial arrives.
-    ``oracle`` is the pruning actor, or None without pruning.
+    ``oracle`` is the pruning actor, or None without pruning. ``code`` is a
+    user's study folder, ``(digest, object ref of its zip archive)``
+    (:func:`hpsearch.objective.pack_folder`), unpacked once per node.
     """
     import ray
 
-    _prepare_process(threads, tasks[0].config.backend == "torch")
+    user = tasks[0].user
+    _prepare_process(threads, user is None and tasks[0].config.backend == "torch")
     node = ray.get_runtime_context().get_node_id()
+    if user is not None:  # a user's objective: one trial after another
+        return _run_user_call(tasks, user, node, oracle, code)
     gpu_ids = ray.get_gpu_ids()
     tasks = [
         dataclasses.replace(t, config=c)
@@ -325,6 +334,39 @@ def run_call(
     if stop is not None:  # in order after this call's reports (same caller)
         for outcome in outcomes:
             oracle.finish.remote(outcome.number, outcome.state, outcome.value)
+    return outcomes
+
+
+def _run_user_call(
+    tasks: list[TrialTask], user: Any, node: str, oracle: Any, code: tuple[str, Any] | None
+) -> list[TrialOutcome]:
+    """Trials of a user's objective (:mod:`hpsearch.objective`), reporting to
+    ``oracle``, run from this node's copy of the study folder (``code``)."""
+    import os
+
+    import ray
+
+    from hpsearch.objective import run_user_trial, unpack_folder
+
+    if code is not None:
+        digest, ref = code
+        folder = unpack_folder(digest, lambda: ray.get(ref))
+        user = dataclasses.replace(user, folder=folder)
+        if os.getcwd() != folder:  # as Ray's working_dir: relative paths from the folder
+            os.chdir(folder)
+
+    report = None
+    if oracle is not None:
+
+        def report(number: int, step: int, value: float) -> bool:
+            return bool(ray.get(oracle.report.remote(number, step, value)))
+
+    outcomes = []
+    for task in tasks:
+        outcome = run_user_trial(task, user, node=node, reporter=report)
+        if oracle is not None:
+            oracle.finish.remote(outcome.number, outcome.state, outcome.value)
+        outcomes.append(outcome)
     return outcomes
 
 

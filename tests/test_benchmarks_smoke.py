@@ -253,7 +253,38 @@ def test_short_trials_smoke() -> None:
         assert _number(per_trial) == pytest.approx(wall / 6 * 1e3, abs=0.005 / 6 * 1e3 + 0.01)
 
 
-# -- overhead.py and cluster.py (start Ray) ---------------------------------------------
+# -- overhead.py, objectives.py and cluster.py (start Ray) --------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_objectives_smoke() -> None:
+    out = run_benchmark("objectives.py", timeout=300)
+    assert "hpsearch objectives: 12 trials, 2 workers, median of 1 repeats" in out
+    header = _line(out, "objective")
+    assert _columns(header) == [
+        "objective",
+        "trials/s",
+        "driver cpu ms/trial",
+        "overhead ms/trial",
+        "trial ms",
+    ]
+    rows = {kind: _columns(_line(out, f"{kind}  "))[1:] for kind in ("built-in", "function")}
+    rows["command"] = _columns(_line(out, "command  "))[1:]
+    for kind, (rate, cpu, overhead, trial) in rows.items():
+        assert _number(rate) > 0 and _number(cpu) > 0, kind
+        _number(overhead)  # measured (it may be negative within the noise)
+        assert _number(trial) >= 0, kind
+    # A command's trial is a process start: far longer than the function's no-op.
+    assert _number(rows["command"][3]) > _number(rows["function"][3])
+    for kind in ("function", "command"):
+        ratios = re.search(
+            rf"ratio {kind} / built-in: driver cpu ([\d.]+), overhead (-?[\d.]+)", out
+        )
+        assert ratios, kind
+        assert_quotient(ratios.group(1), rows[kind][1], rows["built-in"][1])
+    goal = re.search(r"command driver cpu ms/trial: ([\d.]+) \(goal < 20\)", out).group(1)
+    assert goal == rows["command"][1]
 
 
 @pytest.mark.ray

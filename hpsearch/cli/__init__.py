@@ -2,7 +2,8 @@
 
 Errors a user can fix (bad study file, option, storage URL, missing study)
 print one line ``hpsearch: error: ...`` on stderr and exit 2, with no
-traceback; a service that does not answer exits 1; unexpected failures exit 1;
+traceback; a service that does not answer exits 1, and so does a study whose
+objective failed every trial of its first round; unexpected failures exit 1;
 Ctrl-C exits 130, SIGTERM 143 (128 + the signal's number, as a shell reports
 a process the signal ended). Data goes to stdout, progress and logs to stderr.
 """
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from hpsearch import __version__
-from hpsearch.errors import ClusterError, HPSearchError
+from hpsearch.errors import ClusterError, HPSearchError, ObjectiveError
 from hpsearch.storage_url import StorageUnreachableError
 from trainer.errors import TrainerError
 
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.DEBUG if args.verbose else optuna.logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (ClusterError, StorageUnreachableError) as exc:  # a service does not answer
+    except (ClusterError, StorageUnreachableError, ObjectiveError) as exc:  # no service; no trial
         print(f"hpsearch: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except (HPSearchError, TrainerError) as exc:

@@ -120,20 +120,17 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
     if args.report:
         _check_report_dir(args.report)
 
-    from trainer.datasets import load_dataset
-    from trainer.errors import DataError
+    from hpsearch import api
 
-    try:
-        data = load_dataset(
-            config.data.dataset,
-            train_samples=config.data.train_samples,
-            val_fraction=config.data.val_fraction,
-            seed=config.seed,
-        )
-    except DataError as exc:  # say where to fix it
+    # The user's objective: its module imports and holds the callable, or its
+    # command is executable, and its folder is small enough to ship.
+    api.check(config)
+    if args.final_eval and not config.builtin:
         raise ConfigError(
-            " ".join(f"{exc}; check the [data] section of {args.study_file}".split())
-        ) from exc
+            "--final-eval: the final evaluation (test accuracy of the built-in MLP) needs the "
+            f"built-in objective; this study's objective is a {config.objective.kind}"
+        )
+    data = api.load_data(config, where=args.study_file)
 
     # Services last (they may make us wait, boundedly): the database must be
     # usable and a cluster must answer at --address (or RAY_ADDRESS), still
@@ -151,8 +148,7 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
     if address is not None:
         check_address(address, source=address_source)
 
-    from hpsearch.cluster import RayExecutor, effective_pack_size, ray_session
-    from hpsearch.metric_scale import builtin_scale
+    from hpsearch.cluster import ray_session
 
     warm = None
     if args.from_study:  # checked before anything is written
@@ -170,18 +166,8 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
     # is written: bad resources leave nothing behind either.
     with ray_session(address, source=address_source) as started:
         signal.signal(signal.SIGTERM, signals.on_sigterm)  # ray.init set its own
-        executor = RayExecutor(
-            data,
-            workers=config.resources.workers,
-            cpus_per_trial=config.resources.cpus_per_trial,
-            gpus_per_trial=config.resources.gpus_per_trial,
-            pruner=config.pruner,
-            prune_after=config.prune_after,
-            direction=config.direction,
-            study_name=config.name,
-            max_epochs=int(config.model.get("epochs", 1)),
-            pack_size=effective_pack_size(config, data.n_features, data.n_classes),
-            on_wait=lambda message: print(f"hpsearch: {message}", file=err),
+        executor = api.make_executor(
+            config, data, on_wait=lambda message: print(f"hpsearch: {message}", file=err)
         )
         try:
             result = _search(
@@ -191,7 +177,7 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
                 executor,
                 signals,
                 warm=warm,
-                scale=builtin_scale(config.metric, data),
+                scale=api.metric_scale_of(config, data),
                 ray_where=_ray_where(executor, address, address_source, started),
             )
         finally:
@@ -295,9 +281,9 @@ def _search(
                     config.name,
                 )
         else:
-            store.set_study_attr(records.STUDY_FILE_KEY, config.source_text)
-            store.set_study_attr(records.OVERRIDES_KEY, dict(config.overrides))
-            store.set_study_attr(records.METRIC_KEY, config.metric)
+            from hpsearch.api import record_new_study
+
+            record_new_study(store, config)
             print(
                 f"hpsearch: study {config.name!r}: {config.narrowing.rounds} rounds x "
                 f"{config.narrowing.trials_per_round} trials, sampler {config.sampler}, "
@@ -533,5 +519,8 @@ def _pruner_text(config: Any) -> str:
         return "none"
     from hpsearch.pruning import grace_epochs
 
-    grace = config.prune_after or grace_epochs(int(config.model.get("epochs", 1)))  # as the run
+    steps = int(config.model.get("epochs", 1)) if config.builtin else config.objective.max_steps
+    grace = config.prune_after or grace_epochs(steps or 1)  # as the run
+    if not config.builtin:
+        return f"{config.pruner} (judges from step {grace})"
     return f"{config.pruner} (judges from epoch {grace})"

@@ -146,7 +146,9 @@ def draw_curves(data: rd.StudyData, out_dir: Path, *, top: int = 20) -> FigureRe
     if curves.empty:
         notes.append(
             "no per-epoch curves are recorded for the top trials "
-            "(the trials hold a final value only), so there is nothing to plot"
+            "(the trials hold a final value only, or come from your own objective, whose "
+            "curves of any metric hpsearch.results.metric_curves reads), so there is nothing "
+            "to plot"
         )
         return FigureResult(key, title, None, caption, tuple(notes))
     if len(ranked) < top:
