@@ -89,9 +89,21 @@ def check_complete_study(store, result, executor, per_round: int) -> None:
     assert result.trials_run == 2 * per_round
 
 
-def test_a_2000_trial_tpe_study_records_every_trial_and_round(tmp_path):
+def test_a_2000_trial_tpe_study_records_every_trial_and_round(tmp_path, monkeypatch):
+    from hpsearch import search
+    from hpsearch.proposer import BatchTPEProposer
+
+    batched = []  # proposals from the batched proposer, once the box holds BATCHED_FROM
+    propose = BatchTPEProposer.propose
+
+    def counting(self, count, running):
+        batched.append(self.seen)
+        return propose(self, count, running)
+
+    monkeypatch.setattr(BatchTPEProposer, "propose", counting)
     store, result, executor = run_study(tmp_path, 1000)
     check_complete_study(store, result, executor, 1000)
+    assert batched and min(batched) >= search.BATCHED_FROM  # Optuna's TPE below it
     # TPE learned: round 0's last trials score better than its random start-up.
     values = [t.value for t in sorted(store.trials(), key=lambda t: t.number)]
     startup = sum(values[:10]) / 10
