@@ -464,12 +464,14 @@ def decide(
         f"(best {top[0].number}: {_fmt(top[0].value)}) span the next box"
     )
     if crowded:
-        reason += f"; the best crowds {', '.join(crowded)}, which moves out"
+        verb = "moves" if len(crowded) == 1 else "move"
+        reason += f"; the best crowds {', '.join(crowded)}, which {verb} out"
     # Top trials of earlier rounds (or the margin) can reach past this box: say so,
     # or a "slide" would be left unexplained.
     spread = [e for e in moved_edges(box, spanned) if e not in crowded]
     if spread:
-        reason += f"; {', '.join(spread)} moves out to hold them (with the margin)"
+        verb = "moves" if len(spread) == 1 else "move"
+        reason += f"; {', '.join(spread)} {verb} out to hold them (with the margin)"
     return _decision(_action(box, spanned), spanned, box, reason, evidence, top)
 
 
