@@ -254,7 +254,32 @@ def ray_session(
         ray.shutdown()
 
 
-class RayExecutor:
+class QueueLimits:
+    """How many trials an executor keeps in flight, from its ``workers``,
+    ``queue_depth`` calls per worker, and trials per call (``pack_size`` stacked
+    or ``chain_size`` in a row). Shared with :class:`hpsearch.fake_cluster.FakeExecutor`."""
+
+    workers: int
+    queue_depth: int
+    pack_size: int
+    chain_size: int
+
+    @property
+    def _per_call(self) -> int:
+        return max(self.pack_size, self.chain_size)
+
+    @property
+    def capacity(self) -> int:
+        """How many trials may be in flight: ``queue_depth`` calls per worker."""
+        return self.workers * self.queue_depth * self._per_call
+
+    @property
+    def low_water(self) -> int:
+        """Refill the queue when no more than this many trials are in flight."""
+        return self.workers * self._per_call
+
+
+class RayExecutor(QueueLimits):
     """Runs trials as Ray tasks, keeping ``queue_depth`` calls queued per worker.
 
     ``data`` is the built-in objective's dataset (None for a user's objective);
@@ -363,20 +388,6 @@ class RayExecutor:
         if self.oracle is not None:
             refs.append(self.oracle.ping.remote())
         self._ray.get(refs)
-
-    @property
-    def _per_call(self) -> int:
-        return max(self.pack_size, self.chain_size)
-
-    @property
-    def capacity(self) -> int:
-        """How many trials may be in flight: ``queue_depth`` calls per worker."""
-        return self.workers * self.queue_depth * self._per_call
-
-    @property
-    def low_water(self) -> int:
-        """Refill the queue when no more than this many trials are in flight."""
-        return self.workers * self._per_call
 
     @property
     def in_flight(self) -> int:

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hpsearch.cluster import QueueLimits
 from hpsearch.worker import TrialOutcome, TrialTask
 
 ValueFn = Callable[[Mapping[str, Any], int], float]
@@ -58,7 +59,7 @@ class _Call:
     tasks: list[TrialTask]
 
 
-class FakeExecutor:
+class FakeExecutor(QueueLimits):
     """Finishes each call ``delay`` seconds after it was submitted, training nothing.
 
     Args:
@@ -102,18 +103,6 @@ class FakeExecutor:
             self.oracle = PruningOracle(pruner, direction, "fake", self.epochs, prune_after)
 
     # -- RayExecutor's interface ------------------------------------------
-    @property
-    def _per_call(self) -> int:
-        return max(self.pack_size, self.chain_size)
-
-    @property
-    def capacity(self) -> int:
-        return self.workers * self.queue_depth * self._per_call
-
-    @property
-    def low_water(self) -> int:
-        return self.workers * self._per_call
-
     @property
     def in_flight(self) -> int:
         return sum(len(c.tasks) for c in self._calls)

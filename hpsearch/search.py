@@ -189,8 +189,8 @@ class NarrowingSearch:
         self.sampler = sampler
         self.observer = observer or SearchObserver()
         self._sampler_learns = not isinstance(sampler, (RandomSampler, QMCSampler))
-        self.final_eval = config.final_eval.enabled if final_eval is None else final_eval
-        self.final_eval = self.final_eval and config.builtin  # test accuracy of the MLP
+        asked = config.final_eval.enabled if final_eval is None else final_eval
+        self.final_eval = asked and config.builtin  # the test accuracy of the built-in MLP
         self.driver_id = driver_id or uuid.uuid4().hex[:12]
         self._host = socket.gethostname()
         self._started = _now()
@@ -204,11 +204,9 @@ class NarrowingSearch:
         # the built-in objective); unknown noise is estimated from the curves.
         self._scale = scale or MetricScale()
         # The sampler learns only once some trial in its box beat chance
-        # (hpsearch.sampling); unknown floor: every trial counts.
-        self._informative = ranking.informative_trials(
-            round_rule.signal_threshold(self._scale, maximize=self._maximize),
-            maximize=self._maximize,
-        )
+        # (hpsearch.sampling, hpsearch.proposer); unknown floor: every trial counts.
+        threshold = round_rule.signal_threshold(self._scale, maximize=self._maximize)
+        self._informative = ranking.informative_trials(threshold, maximize=self._maximize)
         self._trials_run = 0
         self._stop_requested = False
         self._first_box = first_box
@@ -230,7 +228,7 @@ class NarrowingSearch:
                 settings,
                 seed=config.seed,
                 maximize=self._maximize,
-                threshold=round_rule.signal_threshold(self._scale, maximize=self._maximize),
+                threshold=threshold,
             )
             if settings is not None
             else None
