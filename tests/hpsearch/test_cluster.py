@@ -140,9 +140,11 @@ def test_losing_a_worker_node_mid_study_keeps_counts_exact(cluster, tmp_path):
     c, nodes = cluster
 
     def kill_a_node(executor):
-        # Once workers are training (the first trials back, calls queued on
-        # every worker), not after a fixed delay: a fast run could be over by
-        # then. Trials of 150 epochs (~0.5 s) outlast the node's removal.
+        # Once the doomed node has sent a trial back (so it trains and holds
+        # queued calls), not after a fixed delay: a fast run could be over by
+        # then, and a node that had not yet been given work loses nothing.
+        # Trials of 150 epochs (~0.5 s) outlast the node's removal.
+        doomed = nodes[-1].node_id
         finished = []
         wait = executor.wait
 
@@ -153,7 +155,7 @@ def test_losing_a_worker_node_mid_study_keeps_counts_exact(cluster, tmp_path):
 
         executor.wait = counting_wait
         deadline = time.monotonic() + 120
-        while not finished and time.monotonic() < deadline:
+        while not any(o.node == doomed for o in finished) and time.monotonic() < deadline:
             time.sleep(0.01)
         c.remove_node(nodes[-1], allow_graceful=False)
 
