@@ -1,9 +1,15 @@
-"""StudyStore's writes keep Optuna's conventions, and its resume check sees every trial."""
+"""StudyStore's writes keep Optuna's conventions, and its resume check sees every trial.
+
+Every test runs on SQLite and on PostgreSQL (the two write paths differ there:
+PostgreSQL takes rows through COPY, see :func:`hpsearch.storage._insert_rows`).
+"""
 
 from __future__ import annotations
 
 import datetime
-import sqlite3
+import logging
+import math
+import threading
 import time
 
 import optuna
@@ -14,14 +20,26 @@ from optuna.trial import TrialState
 from hpsearch import records
 from hpsearch.errors import HPSearchError
 from hpsearch.storage import StudyStore
+from hpsearch.worker import TrialOutcome
+from tests.hpsearch.fake_study import postgres_database
 
 LR = FloatDistribution(1e-4, 1.0, log=True)
 DROPOUT = FloatDistribution(0.0, 0.5)
 
 
-def _store(tmp_path, name: str = "s") -> StudyStore:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request, tmp_path):
+    """A fresh, empty results database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        with postgres_database() as pg_url:
+            yield pg_url
+
+
+def _store(url: str, name: str = "s") -> StudyStore:
     store, existed = StudyStore.open(
-        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        url,
         name,
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(seed=0),
@@ -42,21 +60,30 @@ def kolkata(monkeypatch):
     time.tzset()
 
 
-def _raw_times(tmp_path) -> list[tuple[datetime.datetime, datetime.datetime]]:
-    """The trials' start and completion times as the database holds them."""
-    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
-        rows = conn.execute("SELECT datetime_start, datetime_complete FROM trials").fetchall()
-    return [tuple(datetime.datetime.fromisoformat(v) for v in row) for row in rows]
+def _raw_times(store: StudyStore) -> list[tuple[datetime.datetime, datetime.datetime]]:
+    """The trials' start and completion times as the database holds them (SQLite
+    keeps text, PostgreSQL a timestamp without time zone)."""
+    with store.rdb.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT datetime_start, datetime_complete FROM trials").all()
+
+    def parsed(value):
+        return (
+            value
+            if isinstance(value, datetime.datetime)
+            else datetime.datetime.fromisoformat(value)
+        )
+
+    return [(parsed(start), parsed(end)) for start, end in rows]
 
 
-def test_fail_trial_records_naive_utc_like_every_other_write(tmp_path, kolkata):
-    store = _store(tmp_path)
+def test_fail_trial_records_naive_utc_like_every_other_write(url, kolkata):
+    store = _store(url)
     [(trial_id, _)] = store.create_running_trials([({"lr": 0.01}, 0)], {"lr": LR})
     assert store.fail_trial(trial_id, "stale: a test")
     utc_now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     # Local time here is 5 h 30 min ahead of UTC: a time written in the wrong
     # zone is 330 minutes off in the column.
-    [(started, completed)] = _raw_times(tmp_path)
+    [(started, completed)] = _raw_times(store)
     for stamp in (started, completed):
         assert abs(stamp - utc_now) < datetime.timedelta(minutes=10), (stamp, utc_now)
     assert started <= completed
@@ -67,8 +94,8 @@ def test_fail_trial_records_naive_utc_like_every_other_write(tmp_path, kolkata):
     assert trial.datetime_complete - trial.datetime_start < datetime.timedelta(minutes=10)
 
 
-def test_fail_trial_leaves_a_finished_trial_alone(tmp_path):
-    store = _store(tmp_path)
+def test_fail_trial_leaves_a_finished_trial_alone(url):
+    store = _store(url)
     [(trial_id, _)] = store.create_running_trials([({"lr": 0.01}, 0)], {"lr": LR})
     assert store.fail_trial(trial_id, "stale: first")
     assert not store.fail_trial(trial_id, "stale: second")
@@ -82,8 +109,8 @@ def _add(store: StudyStore, params: dict, distributions: dict) -> None:
     )
 
 
-def test_check_distributions_looks_past_the_first_trial(tmp_path):
-    store = _store(tmp_path)
+def test_check_distributions_looks_past_the_first_trial(url):
+    store = _store(url)
     # Dropout was searched only from the second trial on (the study file gained it).
     _add(store, {"lr": 0.01}, {"lr": LR})
     _add(store, {"lr": 0.02, "dropout_ratio": 0.1}, {"lr": LR, "dropout_ratio": DROPOUT})
@@ -93,8 +120,8 @@ def test_check_distributions_looks_past_the_first_trial(tmp_path):
         store.check_distributions(changed)
 
 
-def test_check_distributions_catches_changed_choices_seen_only_in_later_trials(tmp_path):
-    store = _store(tmp_path)
+def test_check_distributions_catches_changed_choices_seen_only_in_later_trials(url):
+    store = _store(url)
     _add(store, {"lr": 0.01}, {"lr": LR})
     _add(store, {"lr": 0.01}, {"lr": LR})
     both = CategoricalDistribution([True, False])
@@ -104,10 +131,10 @@ def test_check_distributions_catches_changed_choices_seen_only_in_later_trials(t
         store.check_distributions({"lr": LR, "batchnorm": CategoricalDistribution([True])})
 
 
-def test_a_round_never_gets_more_live_trials_than_it_asks_for(tmp_path):
+def test_a_round_never_gets_more_live_trials_than_it_asks_for(url):
     """Claims are counted per round without scanning the study: stale trials free
     their place, numbers stay Optuna's (dense, in creation order)."""
-    store = _store(tmp_path)
+    store = _store(url)
     batch = [({"lr": 0.01}, 0)] * 4
     first = store.create_running_trials(batch, {"lr": LR}, round_limit=6)
     second = store.create_running_trials(batch, {"lr": LR}, round_limit=6)
@@ -123,8 +150,8 @@ def test_a_round_never_gets_more_live_trials_than_it_asks_for(tmp_path):
     assert len(store.trials()) == 9
 
 
-def test_round_counts_of_a_study_recorded_without_them_are_counted_once(tmp_path):
-    store = _store(tmp_path)
+def test_round_counts_of_a_study_recorded_without_them_are_counted_once(url):
+    store = _store(url)
     for value in (0.01, 0.02, 0.03):
         store.study.add_trial(
             optuna.trial.create_trial(
@@ -135,3 +162,114 @@ def test_round_counts_of_a_study_recorded_without_them_are_counted_once(tmp_path
     created = store.create_running_trials([({"lr": 0.04}, 0)] * 5, {"lr": LR}, round_limit=5)
     assert [n for _, n in created] == [3, 4]
     assert store.user_attrs()[records.claimed_key(0)] == 5
+
+
+def _outcome(trial_id: int, number: int, state: str, value: float | None, curve: list[float],
+             **extra) -> TrialOutcome:  # fmt: skip
+    records_ = [
+        {"epoch": e, "train_loss": 1 - a, "train_accuracy": a, "val_loss": 1 - a,
+         "val_accuracy": a, "seconds": 0.5}
+        for e, a in enumerate(curve, start=1)
+    ]  # fmt: skip
+    return TrialOutcome(
+        number=number, trial_id=trial_id, round=0, seed=100 + number, params={"lr": 0.01},
+        state=state, value=value, history={"records": records_}, node="n1", backend="numpy",
+        train_seconds=1.5, **extra,
+    )  # fmt: skip
+
+
+def test_finish_trials_records_every_field_and_each_trial_once(url, caplog):
+    """One batch: a COMPLETE, a PRUNED and a diverged FAIL trial (NaN in its curve) get
+    state, value, intermediate values and attributes as Optuna reads them; a trial
+    already marked stale keeps its record, as does a trial reported twice."""
+    store = _store(url)
+    created = store.create_running_trials([({"lr": 0.01}, 0)] * 4, {"lr": LR}, driver="d1")
+    (done, _), (pruned, _), (diverged, _), (stale, _) = created
+    assert store.fail_trial(stale, "stale: driver gone")
+    outcomes = [
+        _outcome(done, 0, "COMPLETE", 0.75, [0.5, 0.75]),
+        _outcome(pruned, 1, "PRUNED", 0.25, [0.25]),
+        _outcome(
+            diverged,
+            2,
+            "FAIL",
+            None,
+            [0.5, math.nan],
+            diverged=True,
+            fail_reason="diverged: loss is nan in epoch 2",
+        ),
+        _outcome(stale, 3, "COMPLETE", 0.9, [0.9]),
+        _outcome(done, 0, "FAIL", None, [], fail_reason="reported twice"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="hpsearch.storage"):
+        store.finish_trials(outcomes)
+    assert [r.getMessage() for r in caplog.records if r.name == "hpsearch.storage"] == [
+        "trial 3 is not running; not recorded again",
+        "trial 0 is not running; not recorded again",
+    ]
+    by_number = {t.number: t for t in store.trials()}
+    assert [by_number[n].state for n in range(4)] == [
+        TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL,
+    ]  # fmt: skip
+    assert [by_number[n].value for n in range(4)] == [0.75, 0.25, None, None]
+    assert by_number[0].intermediate_values == {1: 0.5, 2: 0.75}
+    assert by_number[1].intermediate_values == {1: 0.25}
+    assert by_number[2].intermediate_values[1] == 0.5
+    assert math.isnan(by_number[2].intermediate_values[2])
+    assert by_number[3].intermediate_values == {}
+    first = by_number[0].user_attrs
+    assert first[records.TRIAL_SEED] == 100
+    assert first[records.TRIAL_NODE] == "n1"
+    assert first[records.TRIAL_EPOCHS] == 2
+    assert first[records.TRIAL_TRAIN_SECONDS] == 1.5
+    assert first[records.TRIAL_CURVE]["val_accuracy"] == [0.5, 0.75]
+    assert first[records.TRIAL_ROUND] == 0 and first[records.TRIAL_DRIVER] == "d1"
+    assert records.TRIAL_FAIL_REASON not in first
+    assert by_number[2].user_attrs[records.TRIAL_FAIL_REASON].startswith("diverged:")
+    assert by_number[2].user_attrs[records.TRIAL_DIVERGED] is True
+    assert by_number[2].user_attrs[records.TRIAL_CURVE]["val_accuracy"] == [0.5, None]
+    assert by_number[3].user_attrs[records.TRIAL_FAIL_REASON] == "stale: driver gone"
+    assert records.TRIAL_CURVE not in by_number[3].user_attrs
+    for trial in by_number.values():
+        assert trial.params == {"lr": 0.01}
+        assert trial.datetime_start <= trial.datetime_complete
+
+
+def test_concurrent_drivers_never_share_a_number_or_overshoot_a_round(url):
+    """Four drivers (each its own connection) claim a round of 50 in batches of 3 at
+    once: every trial gets its own number, numbers stay dense, and the round gets 50."""
+    stores = [_store(url)] + [
+        StudyStore.open(url, "s", direction="maximize",
+                        sampler=optuna.samplers.RandomSampler(seed=0), create=True)[0]
+        for _ in range(3)
+    ]  # fmt: skip
+    claimed: list[list[int]] = [[] for _ in stores]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def claim(i: int) -> None:
+        try:
+            start.wait()
+            while created := stores[i].create_running_trials(
+                [({"lr": 0.01}, 0)] * 3, {"lr": LR}, round_limit=50, driver=f"d{i}"
+            ):
+                claimed[i].extend(number for _, number in created)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    numbers = sorted(n for mine in claimed for n in mine)
+    assert numbers == list(range(50))
+    assert sum(1 for mine in claimed if mine) > 1, "the drivers never overlapped"
+    assert stores[0].count_round(0) == 50
+    assert stores[0].user_attrs()[records.claimed_key(0)] == 50
+    trials = stores[0].trials()
+    assert sorted(t.number for t in trials) == list(range(50))
+    assert {t.user_attrs[records.TRIAL_DRIVER] for t in trials} == {
+        f"d{i}" for i, mine in enumerate(claimed) if mine
+    }
