@@ -2,9 +2,11 @@
 
 Optuna's RDB storage is the database (SQLite by default, PostgreSQL for a
 cluster); :mod:`hpsearch.records` says where each thing is kept. Writes on the
-trial hot path are lean: a trial is created with its parameters in one
-transaction and finished (value, state, curve, attributes, intermediate
-values) in one transaction per batch of finished trials.
+trial hot path are lean: a batch of trials is created with its parameters in
+one transaction and finished (value, state, curve, attributes, intermediate
+values) in one transaction per batch of finished trials. On PostgreSQL each of
+those writes is one statement (each statement is a round trip to the server,
+and the server's per-statement work was most of PostgreSQL's cost per trial).
 
 Durability: on SQLite the database runs in WAL mode with
 ``synchronous=NORMAL``: a committed trial survives a crash of the driver; a
@@ -75,43 +77,34 @@ def _table(model: Any) -> sqlalchemy.Table:
     return model.__table__
 
 
-def _uses_copy(session: Any) -> bool:
-    """Whether many rows go in through PostgreSQL's COPY (psycopg 3) on this session."""
-    dialect = session.get_bind().dialect
-    return dialect.name == "postgresql" and dialect.driver == "psycopg"
+def _on_postgres(session: Any) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
-def _insert_rows(session: Any, table: sqlalchemy.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``table`` in this transaction.
-
-    PostgreSQL with psycopg 3: one ``COPY ... FROM STDIN`` stream. An
-    ``executemany`` there sends and executes one INSERT per row (pipelined,
-    but a statement each: Python work in the driver and a parse/bind/execute
-    in the server per row); a multi-row ``VALUES`` is no cheaper, as psycopg
-    and the server then parse a statement with thousands of parameters. A
-    finished trial writes about ten rows, and COPY was the only form that
-    made PostgreSQL's cost per row close to SQLite's. Elsewhere (SQLite, whose
-    ``executemany`` runs in C in the driver's process; psycopg2, which
-    SQLAlchemy already batches into multi-row INSERTs) an ``executemany``.
-    """
-    if not rows:
-        return
-    if not _uses_copy(session):
-        session.execute(table.insert(), rows)
-        return
-    connection = session.connection()
-    quote = connection.dialect.identifier_preparer
-    columns = list(rows[0])
-    statement = (
-        f"COPY {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
-        "FROM STDIN"
+def _from_json(name: str, columns: Mapping[str, Any]) -> Any:
+    """PostgreSQL's ``json_to_recordset(:name)`` as rows of ``columns`` (name ->
+    SQLAlchemy type): any number of rows in one bound parameter (see
+    :func:`_json_rows`), read by the server in the statement that uses them."""
+    document = sqlalchemy.cast(sqlalchemy.bindparam(name, type_=sqlalchemy.Text), sqlalchemy.JSON)
+    return (
+        sqlalchemy.func.json_to_recordset(document)
+        .table_valued(*(sqlalchemy.column(c, kind) for c, kind in columns.items()))
+        .render_derived(name=f"{name}_rows", with_types=True)
     )
-    # An Enum column holds the member's name, as SQLAlchemy writes it.
-    with connection.connection.driver_connection.cursor() as cursor:
-        with cursor.copy(statement) as copy:
-            for row in rows:
-                values = (row[c] for c in columns)
-                copy.write_row([v.name if isinstance(v, enum.Enum) else v for v in values])
+
+
+def _columns(table: sqlalchemy.Table, *names: str) -> dict[str, Any]:
+    return {name: table.c[name].type for name in names}
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    """Rows as a JSON array of objects for :func:`_from_json`; an Enum column holds
+    the member's name (as SQLAlchemy writes it). NaN or infinity is an error, never
+    a silent ``null``: Optuna's storage keeps those as ``None`` plus a type column."""
+    return json.dumps(
+        [{k: v.name if isinstance(v, enum.Enum) else v for k, v in row.items()} for row in rows],
+        allow_nan=False,
+    )
 
 
 def _recorded_value(outcome: TrialOutcome) -> float | None:
@@ -252,18 +245,24 @@ class StudyStore:
         counter (:data:`hpsearch.records.CLAIMED_KEY_PREFIX`) kept by this and
         :meth:`fail_trial`, counted from the trials once for a study recorded
         before the counter existed.
+
+        Statements: the lock, one read (the counters and the last number), then
+        the writes (on PostgreSQL one statement, :meth:`_write_claim_postgres`;
+        each one a round trip to the server).
         """
         if not batch:
             return []
-        now = _utc_now()
-        dist_json = {name: distribution_to_json(d) for name, d in distributions.items()}
-        trials = _table(models.TrialModel)
+        rounds = list(dict.fromkeys(round_index for _, round_index in batch))
         with internals.session(self.rdb) as session:
             self._lock_study(session)
-            live: dict[int, int] = {}
-            for _, round_index in batch:
-                if round_index not in live:
-                    live[round_index] = self._live_in_round(session, round_index)
+            # After the lock, in a statement of its own: on PostgreSQL a statement
+            # sees what was committed before it began, so these reads see every
+            # claim made before this driver got the lock.
+            counters, last = self._claim_state(session, rounds)
+            live = {
+                r: (self._count_round(session, r) if counters[r] is None else int(counters[r]))
+                for r in rounds
+            }
             if round_limit is not None:
                 room = round_limit - live[batch[0][1]]
                 batch = batch[: max(0, room)]
@@ -272,70 +271,197 @@ class StudyStore:
             # Under the study lock every earlier trial has a smaller id: the
             # first number is the study's trial count (Optuna's rule), one more
             # than the last trial's number (an index lookup, not a count).
-            last = session.execute(
-                sqlalchemy.select(trials.c.number)
-                .where(trials.c.study_id == self.study_id)
-                .order_by(trials.c.trial_id.desc())
-                .limit(1)
-            ).scalar_one_or_none()
             first = 0 if last is None else int(last) + 1
-            added: dict[int, int] = {}
+            claimed = dict(live)
             for _, round_index in batch:
-                added[round_index] = added.get(round_index, 0) + 1
-            for round_index, count in added.items():
-                self._write_attr(
-                    session, records.claimed_key(round_index), live[round_index] + count
-                )
-            ids = (
-                session.execute(
-                    trials.insert().returning(trials.c.trial_id, sort_by_parameter_order=True),
-                    [
-                        {
-                            "number": first + offset,
-                            "study_id": self.study_id,
-                            "state": TrialState.RUNNING,
-                            "datetime_start": now,
-                        }
-                        for offset in range(len(batch))
-                    ],
-                )
-                .scalars()
-                .all()
+                claimed[round_index] += 1
+            new = {r: claimed[r] for r in rounds if claimed[r] != live[r]}
+            write = self._write_claim_postgres if _on_postgres(session) else self._write_claim
+            return write(
+                session,
+                batch,
+                distributions,
+                first=first,
+                counters={r: (n, counters[r] is not None) for r, n in new.items()},
+                driver=driver,
             )
-            params_rows: list[dict[str, Any]] = []
-            attr_rows: list[dict[str, Any]] = []
-            out = []
-            for offset, (trial_id, (params, round_index)) in enumerate(
-                zip(ids, batch, strict=True)
-            ):
-                out.append((trial_id, first + offset))
-                for name, value in params.items():
-                    params_rows.append(
-                        {
-                            "trial_id": trial_id,
-                            "param_name": name,
-                            "param_value": distributions[name].to_internal_repr(value),
-                            "distribution_json": dist_json[name],
-                        }
-                    )
-                attr_rows.append(
+
+    def _claim_state(self, session: Any, rounds: list[int]) -> tuple[dict[int, Any], int | None]:
+        """Each round's live-trial counter (None: not kept yet) and the study's
+        last trial number (None: no trial yet), in one statement."""
+        attrs = _table(models.StudyUserAttributeModel)
+        trials = _table(models.TrialModel)
+        last = (
+            sqlalchemy.select(trials.c.number)
+            .where(trials.c.study_id == self.study_id)
+            .order_by(trials.c.trial_id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        counters = [
+            sqlalchemy.select(attrs.c.value_json)
+            .where(attrs.c.study_id == self.study_id)
+            .where(attrs.c.key == records.claimed_key(r))
+            .scalar_subquery()
+            for r in rounds
+        ]
+        row = session.execute(sqlalchemy.select(last, *counters)).one()
+        values = {
+            r: None if v is None else json.loads(v) for r, v in zip(rounds, row[1:], strict=True)
+        }
+        return values, row[0]
+
+    def _claim_rows(
+        self,
+        batch: list[tuple[Mapping[str, Any], int]],
+        distributions: Mapping[str, BaseDistribution],
+        driver: str | None,
+        key: str,
+        keys: list[Any],
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Parameter and attribute rows of the trials of ``batch``, each tagged
+        ``key: keys[i]`` (the trial's id, or its number until ids exist)."""
+        dist_json = {name: distribution_to_json(d) for name, d in distributions.items()}
+        params_rows: list[dict[str, Any]] = []
+        attr_rows: list[dict[str, Any]] = []
+        for tag, (params, round_index) in zip(keys, batch, strict=True):
+            for name, value in params.items():
+                params_rows.append(
                     {
-                        "trial_id": trial_id,
-                        "key": records.TRIAL_ROUND,
-                        "value_json": json.dumps(round_index),
+                        key: tag,
+                        "param_name": name,
+                        "param_value": distributions[name].to_internal_repr(value),
+                        "distribution_json": dist_json[name],
                     }
                 )
-                if driver is not None:
-                    attr_rows.append(
-                        {
-                            "trial_id": trial_id,
-                            "key": records.TRIAL_DRIVER,
-                            "value_json": json.dumps(driver),
-                        }
-                    )
-            _insert_rows(session, _table(models.TrialParamModel), params_rows)
-            _insert_rows(session, _table(models.TrialUserAttributeModel), attr_rows)
-        return out
+            attr_rows.append(
+                {key: tag, "key": records.TRIAL_ROUND, "value_json": json.dumps(round_index)}
+            )
+            if driver is not None:
+                attr_rows.append(
+                    {key: tag, "key": records.TRIAL_DRIVER, "value_json": json.dumps(driver)}
+                )
+        return params_rows, attr_rows
+
+    def _write_claim(
+        self,
+        session: Any,
+        batch: list[tuple[Mapping[str, Any], int]],
+        distributions: Mapping[str, BaseDistribution],
+        *,
+        first: int,
+        counters: dict[int, tuple[int, bool]],
+        driver: str | None,
+    ) -> list[tuple[int, int]]:
+        """The writes of a claim, a statement per table (SQLite: no round trips)."""
+        for round_index, (count, _) in counters.items():
+            self._write_attr(session, records.claimed_key(round_index), count)
+        trials = _table(models.TrialModel)
+        now = _utc_now()
+        ids = (
+            session.execute(
+                trials.insert().returning(trials.c.trial_id, sort_by_parameter_order=True),
+                [
+                    {
+                        "number": first + offset,
+                        "study_id": self.study_id,
+                        "state": TrialState.RUNNING,
+                        "datetime_start": now,
+                    }
+                    for offset in range(len(batch))
+                ],
+            )
+            .scalars()
+            .all()
+        )
+        params_rows, attr_rows = self._claim_rows(batch, distributions, driver, "trial_id", ids)
+        session.execute(_table(models.TrialParamModel).insert(), params_rows)
+        session.execute(_table(models.TrialUserAttributeModel).insert(), attr_rows)
+        return [(trial_id, first + offset) for offset, trial_id in enumerate(ids)]
+
+    def _write_claim_postgres(
+        self,
+        session: Any,
+        batch: list[tuple[Mapping[str, Any], int]],
+        distributions: Mapping[str, BaseDistribution],
+        *,
+        first: int,
+        counters: dict[int, tuple[int, bool]],
+        driver: str | None,
+    ) -> list[tuple[int, int]]:
+        """The writes of a claim as one PostgreSQL statement (one round trip): the
+        trials (``INSERT ... RETURNING`` in number order, so ids grow with numbers,
+        as :meth:`create_running_trials` relies on), their parameters and attributes
+        joined to the new ids by number, and the round counters, each part a
+        data-modifying ``WITH`` query; the rows travel as JSON (:func:`_from_json`).
+        """
+        trials = _table(models.TrialModel)
+        params_table = _table(models.TrialParamModel)
+        attrs_table = _table(models.TrialUserAttributeModel)
+        study_attrs = _table(models.StudyUserAttributeModel)
+        numbers = _from_json("numbers", _columns(trials, "number"))
+        created = (
+            trials.insert()
+            .from_select(
+                ["number", "study_id", "state", "datetime_start"],
+                sqlalchemy.select(
+                    numbers.c.number,
+                    sqlalchemy.literal(self.study_id, trials.c.study_id.type),
+                    sqlalchemy.literal(TrialState.RUNNING, trials.c.state.type),
+                    sqlalchemy.literal(_utc_now(), trials.c.datetime_start.type),
+                ).order_by(numbers.c.number),
+            )
+            .returning(trials.c.trial_id, trials.c.number)
+            .cte("created")
+        )
+        parts = []
+        values: dict[str, Any] = {
+            "numbers": _json_rows([{"number": first + i} for i in range(len(batch))])
+        }
+        params_rows, attr_rows = self._claim_rows(
+            batch, distributions, driver, "number", [first + i for i in range(len(batch))]
+        )
+        for name, table, rows, columns in (
+            (
+                "params",
+                params_table,
+                params_rows,
+                ("param_name", "param_value", "distribution_json"),
+            ),
+            ("attrs", attrs_table, attr_rows, ("key", "value_json")),
+        ):
+            source = _from_json(name, {"number": trials.c.number.type, **_columns(table, *columns)})
+            values[name] = _json_rows(rows)
+            parts.append(
+                table.insert()
+                .from_select(
+                    ["trial_id", *columns],
+                    sqlalchemy.select(created.c.trial_id, *(source.c[c] for c in columns)).join(
+                        created, created.c.number == source.c.number
+                    ),
+                )
+                .cte(f"{name}_added")
+            )
+        for i, (round_index, (count, kept)) in enumerate(counters.items()):
+            key, value_json = records.claimed_key(round_index), json.dumps(count)
+            if kept:
+                change = (
+                    study_attrs.update()
+                    .where(study_attrs.c.study_id == self.study_id)
+                    .where(study_attrs.c.key == key)
+                    .values(value_json=value_json)
+                )
+            else:
+                change = study_attrs.insert().values(
+                    study_id=self.study_id, key=key, value_json=value_json
+                )
+            parts.append(change.cte(f"counter_{i}"))
+        statement = (
+            sqlalchemy.select(created.c.trial_id, created.c.number)
+            .add_cte(*parts)
+            .order_by(created.c.number)
+        )
+        return [(int(i), int(n)) for i, n in session.execute(statement, values).all()]
 
     def trial_id(self, trial: FrozenTrial) -> int:
         """The storage id of one of this study's trials (what :meth:`fail_trial` takes)."""
@@ -346,59 +472,128 @@ class StudyStore:
 
     def finish_trials(self, outcomes: list[TrialOutcome]) -> None:
         """Record finished trials (value, state, curve, attributes, intermediate
-        values), all in one transaction. A trial already finished is left as is.
+        values), all in one transaction. A trial already finished is left as is
+        (as is a trial's second outcome in one batch).
 
-        The state is set first, by one ``UPDATE ... WHERE state is unfinished``
-        per state in the batch (usually one), which also says which trials were
-        still unfinished: a trial another driver (or :meth:`fail_trial`) finished
-        meanwhile gets no second record, and no row is read or written per trial
-        in a separate statement.
+        The states are set by an ``UPDATE ... WHERE`` the trial is unfinished,
+        which also says which trials were (no read first, and a trial that
+        another driver, or :meth:`fail_trial`, finished meanwhile gets no second
+        record). On PostgreSQL that and the rows are one statement, one round
+        trip (:meth:`_finish_postgres`).
         """
         if not outcomes:
             return
+        first_of: dict[int, TrialOutcome] = {}
+        for outcome in outcomes:
+            first_of.setdefault(outcome.trial_id, outcome)
+        unique = list(first_of.values())
         now = _utc_now()
+        with internals.session(self.rdb) as session:
+            if _on_postgres(session):
+                finished = self._finish_postgres(session, unique, now)
+            else:
+                finished = self._finish(session, unique, now)
+        for outcome in outcomes:
+            if outcome.trial_id not in finished or first_of[outcome.trial_id] is not outcome:
+                logger.warning("trial %d is not running; not recorded again", outcome.number)
+
+    def _finish(
+        self, session: Any, outcomes: list[TrialOutcome], now: datetime.datetime
+    ) -> set[int]:
+        """:meth:`finish_trials`'s writes, a statement per state and per table; the
+        ids of the trials it finished."""
+        table = _table(models.TrialModel)
+        unfinished = table.c.state.in_((TrialState.RUNNING, TrialState.WAITING))
         ids_by_state: dict[TrialState, list[int]] = {}
         for outcome in outcomes:
             ids_by_state.setdefault(TrialState[outcome.state], []).append(outcome.trial_id)
-        with internals.session(self.rdb) as session:
-            finished: set[int] = set()
-            for state, ids in ids_by_state.items():
-                finished |= self._finish_unfinished(session, ids, state, now)
-            attr_rows: list[dict[str, Any]] = []
-            step_rows: list[dict[str, Any]] = []
-            value_rows: list[dict[str, Any]] = []
-            for outcome in outcomes:
-                if outcome.trial_id not in finished:
-                    logger.warning("trial %d is not running; not recorded again", outcome.number)
-                    continue
-                finished.discard(outcome.trial_id)  # the same trial twice: recorded once
+        finished: set[int] = set()
+        for state, ids in ids_by_state.items():
+            update = (
+                table.update()
+                .where(table.c.trial_id.in_(ids))
+                .where(unfinished)
+                .values(state=state, datetime_complete=now)
+            )
+            if session.get_bind().dialect.update_returning:
+                finished |= set(session.execute(update.returning(table.c.trial_id)).scalars())
+                continue
+            # No UPDATE ... RETURNING (SQLite before 3.35): read, then update the
+            # same rows in this transaction.
+            running = sqlalchemy.select(table.c.trial_id).where(table.c.trial_id.in_(ids))
+            finished |= set(session.execute(running.where(unfinished)).scalars())
+            session.execute(update)
+        attr_rows: list[dict[str, Any]] = []
+        step_rows: list[dict[str, Any]] = []
+        value_rows: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            if outcome.trial_id in finished:
                 self._outcome_rows(outcome, attr_rows, step_rows, value_rows)
-            _insert_rows(session, _table(models.TrialUserAttributeModel), attr_rows)
-            _insert_rows(session, _table(models.TrialIntermediateValueModel), step_rows)
-            _insert_rows(session, _table(models.TrialValueModel), value_rows)
+        for model, rows in (
+            (models.TrialUserAttributeModel, attr_rows),
+            (models.TrialIntermediateValueModel, step_rows),
+            (models.TrialValueModel, value_rows),
+        ):
+            if rows:
+                session.execute(_table(model).insert(), rows)
+        return finished
 
-    def _finish_unfinished(
-        self, session: Any, ids: list[int], state: TrialState, now: datetime.datetime
+    def _finish_postgres(
+        self, session: Any, outcomes: list[TrialOutcome], now: datetime.datetime
     ) -> set[int]:
-        """Set ``state`` on those of trials ``ids`` not yet finished; return their ids."""
-        table = _table(models.TrialModel)
-        unfinished = table.c.state.in_((TrialState.RUNNING, TrialState.WAITING))
-        update = (
-            table.update()
-            .where(table.c.trial_id.in_(ids))
-            .where(unfinished)
-            .values(state=state, datetime_complete=now)
+        """:meth:`finish_trials`'s writes as one PostgreSQL statement: the states
+        (``UPDATE ... RETURNING`` the trials still unfinished), then the rows of
+        those trials only, each table a data-modifying ``WITH`` query; the rows
+        travel as JSON (:func:`_from_json`)."""
+        trials = _table(models.TrialModel)
+        states = _from_json("states", _columns(trials, "trial_id", "state"))
+        done = (
+            trials.update()
+            .where(trials.c.trial_id == states.c.trial_id)
+            # By id as well: the planner then reads these rows through the primary
+            # key, never the whole study (it cannot see how many rows the JSON holds).
+            .where(trials.c.trial_id.in_([o.trial_id for o in outcomes]))
+            .where(trials.c.state.in_((TrialState.RUNNING, TrialState.WAITING)))
+            .values(state=states.c.state, datetime_complete=now)
+            .returning(trials.c.trial_id)
+            .cte("done")
         )
-        if session.get_bind().dialect.update_returning:
-            return set(session.execute(update.returning(table.c.trial_id)).scalars())
-        # No UPDATE ... RETURNING (SQLite before 3.35): read, then update the same
-        # rows in this transaction.
-        running = session.execute(
-            sqlalchemy.select(table.c.trial_id).where(table.c.trial_id.in_(ids)).where(unfinished)
-        )
-        found = set(running.scalars())
-        session.execute(update)
-        return found
+        attr_rows: list[dict[str, Any]] = []
+        step_rows: list[dict[str, Any]] = []
+        value_rows: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            self._outcome_rows(outcome, attr_rows, step_rows, value_rows)
+        values: dict[str, Any] = {
+            "states": _json_rows(
+                [{"trial_id": o.trial_id, "state": TrialState[o.state]} for o in outcomes]
+            )
+        }
+        parts = []
+        for name, model, rows, columns in (
+            ("attrs", models.TrialUserAttributeModel, attr_rows, ("key", "value_json")),
+            (
+                "steps",
+                models.TrialIntermediateValueModel,
+                step_rows,
+                ("step", "intermediate_value", "intermediate_value_type"),
+            ),
+            ("values", models.TrialValueModel, value_rows, ("objective", "value", "value_type")),
+        ):
+            table = _table(model)
+            source = _from_json(name, _columns(table, "trial_id", *columns))
+            values[name] = _json_rows(rows)
+            parts.append(
+                table.insert()
+                .from_select(
+                    ["trial_id", *columns],
+                    sqlalchemy.select(source.c.trial_id, *(source.c[c] for c in columns)).where(
+                        source.c.trial_id.in_(sqlalchemy.select(done.c.trial_id))
+                    ),
+                )
+                .cte(f"{name}_added")
+            )
+        statement = sqlalchemy.select(done.c.trial_id).add_cte(*parts)
+        return set(session.execute(statement, values).scalars())
 
     def _outcome_record(
         self, outcome: TrialOutcome
@@ -518,13 +713,6 @@ class StudyStore:
             .where(trial.trial_id.not_in(stale))
         )
         return int(session.execute(query).scalar_one())
-
-    def _live_in_round(self, session: Any, round_index: int) -> int:
-        """The round's live trials from its counter (counted once when it is missing)."""
-        count = self._read_attr(session, records.claimed_key(round_index))
-        if count is None:
-            count = self._count_round(session, round_index)
-        return int(count)
 
     def count_round(self, round_index: int) -> int:
         with internals.session(self.rdb) as session:
