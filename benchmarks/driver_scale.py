@@ -8,8 +8,12 @@ round rule) and stands in for a cluster of any size. Each configuration
 own process (so its memory is its own) and reports, per segment of the study:
 
 * trials/min (the driver's ceiling) and driver CPU ms per trial (the
-  driver's process only: a PostgreSQL server's own CPU is not counted; with a
-  pruner the pruning oracle runs inside the driver here, an actor on a cluster);
+  driver's process only; with a pruner the pruning oracle runs inside the
+  driver here, an actor on a cluster);
+* for PostgreSQL, the server's CPU ms per trial too: its client backends for
+  the study's database (the driver's connections), read from /proc, so only
+  for a server on this machine (its WAL writer, checkpointer and autovacuum
+  are not counted);
 * driver RSS and database size as the study grows;
 * workers kept busy at that ceiling: ceiling x T / 60 for trials of T = 1, 10
   and 60 seconds (from the last segment's rate);
@@ -98,6 +102,21 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _server_cpu(pids: list[int]) -> float | None:
+    """CPU seconds used so far by processes ``pids`` (utime + stime, from /proc);
+    None when this machine does not show one of them (a remote server)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _pg_database() -> tuple[str, str]:
     import sqlalchemy
 
@@ -149,12 +168,17 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     else:
         url = f"sqlite:///{tmp}/scale.db"
 
-    def db_mb() -> float:
+    def db_mb() -> tuple[float, float | None]:
+        """The database's size, and (PostgreSQL) its client backends' CPU seconds."""
         if pg_name is None:
-            return sum(p.stat().st_size for p in Path(tmp).glob("scale.db*")) / 2**20
+            return sum(p.stat().st_size for p in Path(tmp).glob("scale.db*")) / 2**20, None
         with store.rdb.engine.connect() as conn:
             size = conn.exec_driver_sql(f"SELECT pg_database_size('{pg_name}')").scalar_one()
-        return size / 2**20
+            pids = conn.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend'"
+            ).scalars()
+            return size / 2**20, _server_cpu(list(pids))
 
     every = max(1, n // args.checkpoints)
     # Checkpoints every n/checkpoints trials and at every segment's ends.
@@ -177,13 +201,15 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                     self.next += 1
 
     def _mark(count: int) -> dict[str, float]:
+        size, server = db_mb()
         return {
             "trials": count,
             "wall": time.perf_counter(),
             "cpu": time.process_time(),
             "rss_mb": _rss_mb(),
-            "db_mb": db_mb(),
+            "db_mb": size,
             "load": os.getloadavg()[0],
+            "server_cpu": server,
         }
 
     sampler = make_sampler(config.sampler, config.seed)
@@ -260,6 +286,9 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
             continue
         wall = end["wall"] - start["wall"]
         cpu = end["cpu"] - start["cpu"]
+        server = None
+        if start.get("server_cpu") is not None and end.get("server_cpu") is not None:
+            server = (end["server_cpu"] - start["server_cpu"]) / count * 1000
         rows.append(
             {
                 "from": int(start["trials"]),
@@ -267,6 +296,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                 "per_min": count / wall * 60 if wall > 0 else float("inf"),
                 "cpu_ms": cpu / count * 1000,
                 "cpu_per_min": count / cpu * 60 if cpu > 0 else float("inf"),
+                "server_ms": server,
                 "rss_mb": end["rss_mb"],
                 "db_mb": end["db_mb"],
             }
@@ -288,19 +318,24 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> list[str]:
     cfg = result["config"]
     s = summarise(result)
+    server = any(row["server_ms"] is not None for row in s["rows"])
     lines = [
         f"### {cfg['sampler']}, pruner {cfg['pruner']}, {cfg['database']}, "
         f"proposer {cfg['proposer']}: {s['n']:,} trials in {cfg['rounds']} round(s), "
         f"{s['total_min']:.1f} min",
         "",
         "| trials | trials/min | driver CPU ms/trial | trials per driver CPU min "
-        "| driver RSS MB | database MB |",
-        "|---|---:|---:|---:|---:|---:|",
+        + ("| server CPU ms/trial " if server else "")
+        + "| driver RSS MB | database MB |",
+        "|---|---:|---:|---:|" + ("---:|" if server else "") + "---:|---:|",
     ]
     for row in s["rows"]:
+        served = row["server_ms"]
         lines.append(
             f"| {row['from']:,}-{row['to']:,} | {row['per_min']:,.0f} | {row['cpu_ms']:.2f} "
-            f"| {row['cpu_per_min']:,.0f} | {row['rss_mb']:.0f} | {row['db_mb']:.1f} |"
+            f"| {row['cpu_per_min']:,.0f} "
+            + (f"| {'n/a' if served is None else f'{served:.2f}'} " if server else "")
+            + f"| {row['rss_mb']:.0f} | {row['db_mb']:.1f} |"
         )
     busy = ", ".join(f"{s['busy'][t]:,.0f} at T={t} s" for t in T_SECONDS)
     lines += [
@@ -352,8 +387,9 @@ def main() -> int:
         f"Trials run on hpsearch.fake_cluster.FakeExecutor ({args.workers} fake workers, "
         f"each trial 'finishes' {args.delay:g} s after it is sent, no training): every "
         "figure is the driver's own work, the ceiling of one driver whatever the cluster's "
-        "size. CPU is the driver process's (a PostgreSQL server's is not counted; with a "
-        "pruner the pruning oracle runs in the driver here).",
+        "size. CPU is the driver process's (with a pruner the pruning oracle runs in the "
+        "driver here); a local PostgreSQL server's CPU for the study's database is shown "
+        "apart.",
         "",
     ]
     print("\n".join(head), flush=True)
