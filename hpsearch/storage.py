@@ -99,12 +99,17 @@ def _columns(table: sqlalchemy.Table, *names: str) -> dict[str, Any]:
 
 def _json_rows(rows: list[dict[str, Any]]) -> str:
     """Rows as a JSON array of objects for :func:`_from_json`; an Enum column holds
-    the member's name (as SQLAlchemy writes it). NaN or infinity is an error, never
-    a silent ``null``: Optuna's storage keeps those as ``None`` plus a type column."""
-    return json.dumps(
-        [{k: v.name if isinstance(v, enum.Enum) else v for k, v in row.items()} for row in rows],
-        allow_nan=False,
-    )
+    the member's name (as SQLAlchemy writes it; an ``IntEnum`` such as ``TrialState``
+    would be written as its number, so it never goes in here). NaN or infinity is
+    an error, never a silent ``null``: Optuna's storage keeps those as ``None`` plus
+    a type column."""
+    return json.dumps(rows, default=_enum_name, allow_nan=False)
+
+
+def _enum_name(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return value.name
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _recorded_value(outcome: TrialOutcome) -> float | None:
@@ -565,7 +570,7 @@ class StudyStore:
             self._outcome_rows(outcome, attr_rows, step_rows, value_rows)
         values: dict[str, Any] = {
             "states": _json_rows(
-                [{"trial_id": o.trial_id, "state": TrialState[o.state]} for o in outcomes]
+                [{"trial_id": o.trial_id, "state": TrialState[o.state].name} for o in outcomes]
             )
         }
         parts = []
