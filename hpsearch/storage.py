@@ -483,8 +483,8 @@ class StudyStore:
         The states are set by an ``UPDATE ... WHERE`` the trial is unfinished,
         which also says which trials were (no read first, and a trial that
         another driver, or :meth:`fail_trial`, finished meanwhile gets no second
-        record). On PostgreSQL that and the rows are one statement, one round
-        trip (:meth:`_finish_postgres`).
+        record). On PostgreSQL that and the rows are one statement, its own
+        transaction, one round trip (:meth:`_finish_postgres`).
         """
         if not outcomes:
             return
@@ -493,10 +493,15 @@ class StudyStore:
             first_of.setdefault(outcome.trial_id, outcome)
         unique = list(first_of.values())
         now = _utc_now()
-        with internals.session(self.rdb) as session:
-            if _on_postgres(session):
-                finished = self._finish_postgres(session, unique, now)
-            else:
+        engine = self.rdb.engine
+        if engine.dialect.name == "postgresql":
+            # One statement is its own transaction: in autocommit mode there is no
+            # BEGIN and no COMMIT to wait for, one round trip in all.
+            with engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                finished = self._finish_postgres(connection, unique, now)
+        else:
+            with internals.session(self.rdb) as session:
                 finished = self._finish(session, unique, now)
         for outcome in outcomes:
             if outcome.trial_id not in finished or first_of[outcome.trial_id] is not outcome:
@@ -544,7 +549,7 @@ class StudyStore:
         return finished
 
     def _finish_postgres(
-        self, session: Any, outcomes: list[TrialOutcome], now: datetime.datetime
+        self, connection: Any, outcomes: list[TrialOutcome], now: datetime.datetime
     ) -> set[int]:
         """:meth:`finish_trials`'s writes as one PostgreSQL statement: the states
         (``UPDATE ... RETURNING`` the trials still unfinished), then the rows of
@@ -598,7 +603,7 @@ class StudyStore:
                 .cte(f"{name}_added")
             )
         statement = sqlalchemy.select(done.c.trial_id).add_cte(*parts)
-        return set(session.execute(statement, values).scalars())
+        return set(connection.execute(statement, values).scalars())
 
     def _outcome_record(
         self, outcome: TrialOutcome
