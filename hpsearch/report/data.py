@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,10 @@ MIN_IMPORTANCE_TRIALS = 5
 """Fewest COMPLETE trials (with a value) for parameter importances."""
 MIN_IMPORTANCE_PARAMS = 2
 """Fewest parameters, each with at least two distinct values, for importances."""
+MAX_IMPORTANCE_TRIALS = 500
+"""Most COMPLETE trials fANOVA is fitted on: beyond, a seeded random sample of
+this many. Its forest's cost grows faster than the trials (seconds at 500,
+minutes at 2,000, hours for a study of 30,000), and the report must finish."""
 
 _FIXED_TRIAL_COLUMNS = frozenset(results.TRIAL_LEADING_COLUMNS) | frozenset(
     results.TRIAL_TRAILING_COLUMNS
@@ -405,6 +410,7 @@ def param_importances(
     *,
     min_trials: int = MIN_IMPORTANCE_TRIALS,
     min_params: int = MIN_IMPORTANCE_PARAMS,
+    max_trials: int = MAX_IMPORTANCE_TRIALS,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Parameter importances from Optuna's fANOVA evaluator, or why there are none.
@@ -422,8 +428,12 @@ def param_importances(
     samples beyond them; fANOVA given a value outside its parameter's range
     computes negative variances and fails an assertion.
 
+    With more than ``max_trials`` such trials, fANOVA is fitted on a random
+    sample of ``max_trials`` of them (seeded by ``seed``).
+
     Returns:
-        ``{"importances": {param: share}, "n_trials": int, "params": [...],
+        ``{"importances": {param: share}, "n_trials": int (trials evaluated),
+        "of_trials": int (COMPLETE trials with a finite value), "params": [...],
         "skipped": {param: why}, "note": str | None}``. Shares sum to 1, best
         first. ``importances`` is empty and ``note`` says why when there are
         fewer than ``min_trials`` COMPLETE trials, fewer than ``min_params``
@@ -450,7 +460,10 @@ def param_importances(
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None and math.isfinite(t.value)
         ]
-    out["n_trials"] = len(frozen)
+    out["n_trials"] = out["of_trials"] = len(frozen)
+    if len(frozen) > max_trials:
+        frozen = sorted(random.Random(seed).sample(frozen, max_trials), key=lambda t: t.number)
+        out["n_trials"] = len(frozen)
     if len(frozen) < min_trials:
         out["note"] = (
             f"parameter importances need at least {min_trials} COMPLETE trials; "

@@ -672,11 +672,17 @@ def draw_importances(
     key, file = "importances", "importances.png"
     title = figure_title(key)
     info = importances if importances is not None else rd.param_importances(data)
+    evaluated = f"the {info['n_trials']} COMPLETE trials"
+    if info.get("of_trials", info["n_trials"]) > info["n_trials"]:
+        evaluated = (
+            f"a seeded random sample of {info['n_trials']} of the {info['of_trials']} COMPLETE "
+            "trials (fANOVA's cost grows too fast to fit them all)"
+        )
     caption = (
         "How much of the variation of the metric each parameter explains, from Optuna's "
-        "fANOVA evaluator (optuna.importance.get_param_importances) over the "
-        f"{info['n_trials']} COMPLETE trials; shares sum to 1. Because the narrowing samples "
-        "later rounds in smaller boxes, this describes the sampled trials, not the full range."
+        f"fANOVA evaluator (optuna.importance.get_param_importances) over {evaluated}; "
+        "shares sum to 1. Because the narrowing samples later rounds in smaller boxes, "
+        "this describes the sampled trials, not the full range."
     )
     notes = [f"{p} left out: {why}" for p, why in info.get("skipped", {}).items()]
     shares = info["importances"]

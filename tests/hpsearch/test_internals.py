@@ -5,7 +5,6 @@ module touches a private name."""
 from __future__ import annotations
 
 import logging
-import random
 import re
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import pytest
 from hpsearch import internals, records, results, space
 from hpsearch.cli import main
 from hpsearch.config import Choice, FloatRange, IntRange
-from hpsearch.pruning import PruningOracle, make_pruner
 from hpsearch.public_store import PublicStudyStore
 from hpsearch.sampling import make_sampler, sample_params
 from hpsearch.storage import StudyStore
@@ -264,39 +262,6 @@ def test_the_sampler_draws_the_same_on_both_paths(fresh_internals):
     assert not internals.optuna_fast()
     assert public == fast
     assert all(p["act"] == "relu" for p in public)
-
-
-@pytest.mark.parametrize("pruner", ["median", "asha", "hyperband"])
-def test_the_oracle_prunes_as_optuna_trial_should_prune(pruner):
-    """The oracle (public API only) decides as Optuna's own Trial.should_prune."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    oracle = PruningOracle(pruner, "maximize", "same_name", max_epochs=20, grace=2)
-    study = optuna.create_study(
-        study_name="same_name",
-        direction="maximize",
-        pruner=make_pruner(pruner, max_epochs=20, grace=2),
-        sampler=optuna.samplers.RandomSampler(seed=0),
-    )
-    rng = random.Random(0)
-    pruned = 0
-    for number in range(40):
-        quality = rng.random()
-        trial = study.ask()
-        for epoch in range(1, 21):
-            value = quality * epoch / 20 + rng.random() * 0.05
-            trial.report(value, epoch)
-            theirs = trial.should_prune()
-            assert oracle.report(number, epoch, value) == theirs, (number, epoch)
-            if theirs:
-                break
-        pruned += theirs
-        if theirs:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            oracle.finish(number, "PRUNED", None)
-        else:
-            study.tell(trial, quality)
-            oracle.finish(number, "COMPLETE", quality)
-    assert 0 < pruned < 40
 
 
 def _store_story(tmp_path: Path, label: str) -> dict:

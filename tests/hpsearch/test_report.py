@@ -271,6 +271,24 @@ def test_param_importances_cover_the_varying_params_and_sum_to_one(recorded):
     assert report.param_importances(url, "up")["importances"] == shares  # seeded: repeatable
 
 
+def test_param_importances_of_a_large_study_use_a_seeded_sample(recorded, tmp_path):
+    """fANOVA takes hours on tens of thousands of trials: beyond ``max_trials`` it is
+    fitted on a seeded sample, and the figure's caption says so."""
+    url, _ = recorded
+    info = report.param_importances(url, "up", max_trials=8)
+    assert (info["n_trials"], info["of_trials"]) == (8, 13)
+    assert info["note"] is None and sum(info["importances"].values()) == pytest.approx(1.0)
+    assert report.param_importances(url, "up", max_trials=8) == info  # the same sample
+    other = report.param_importances(url, "up", max_trials=8, seed=1)
+    assert other["importances"] != info["importances"]  # a different sample
+    assert report.param_importances(url, "up")["of_trials"] == 13
+    from hpsearch.report import figures
+
+    data = report.load_study_data(url, "up")
+    caption = figures.draw_importances(data, tmp_path, importances=info).caption
+    assert "a seeded random sample of 8 of the 13 COMPLETE trials" in caption
+
+
 def test_param_importances_need_enough_trials(recorded):
     url, _ = recorded
     info = report.param_importances(url, "one_round")
