@@ -39,6 +39,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -242,6 +243,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     store.rdb.engine.dispose()
     if pg_name is not None:
         _pg_drop(pg_name)
+    shutil.rmtree(tmp, ignore_errors=True)  # a 30,000-trial SQLite study is ~50 MB
     return {
         "config": {
             "sampler": args.sampler,
