@@ -361,6 +361,10 @@ class RayExecutor(QueueLimits):
                 .remote(pruner, direction, study_name, max_epochs, prune_after)
             )
         self._inflight: dict[Any, tuple[list[TrialTask], bool]] = {}
+        self.session_ends_with_run = False
+        """True when the Ray session ends as soon as the run does (``hpsearch run``
+        sets it for the session it started or joined): :meth:`cancel_all` then
+        leaves the running calls to the session's end instead of cancelling them."""
         # Ready the worker processes now, while the driver opens the database.
         warm = self._remote(warm_up)
         self._warming = [warm.remote(self._threads) for _ in range(workers)]
@@ -420,14 +424,37 @@ class RayExecutor(QueueLimits):
         return [task for tasks, _ in self._inflight.values() for task in tasks]
 
     def cancel_all(self) -> None:
-        """Stop every running trial now (second Ctrl-C): their worker processes
-        are killed, and Ray starts new ones."""
-        for ref in list(self._inflight):
-            try:
-                self._ray.cancel(ref, force=True)
-            except Exception:  # pragma: no cover - already finished
-                pass
+        """Stop every running trial now (SIGTERM, a second Ctrl-C, an error).
+
+        When the Ray session ends right after the run (:attr:`session_ends_with_run`,
+        ``hpsearch run``'s own session), the calls are only forgotten: the
+        session's end stops them (a local Ray is shut down with its workers; on a
+        cluster the raylets kill the worker processes a disconnected driver
+        leased). ``ray.cancel`` is not safe to call then: Ray 2.60's core worker
+        aborts the driver (task_manager.cc, "Tried to complete task that was not
+        pending") when the cancel of a task lands while that task's reply is
+        being handled, because the cancel, on this thread, fails a task that the
+        reply handler, on Ray's I/O thread, has already taken out of its
+        executing set and is about to complete. Checking first that the call has
+        not finished narrows that window but does not close it
+        (``benchmarks/sigterm_race.py``).
+
+        Otherwise (a Ray session that outlives the run) the unfinished calls are
+        cancelled and their worker processes killed (Ray starts new ones), so
+        the cluster is not kept busy by trials nobody will record.
+        """
+        refs = list(self._inflight)
         self._inflight.clear()
+        if self.session_ends_with_run or not refs:
+            return
+        ray = self._ray
+        # A finished call's reply may still be in Ray's hands: never cancel it.
+        _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in unfinished:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # pragma: no cover - finished meanwhile
+                pass
 
     def wait(self, timeout: float | None = None) -> list[TrialOutcome]:
         """Block until at least one trial finishes (or ``timeout``); return all finished.
