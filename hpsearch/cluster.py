@@ -254,6 +254,24 @@ def ray_session(
         ray.shutdown()
 
 
+CANCEL_WAIT = 10.0
+"""Seconds :meth:`RayExecutor.cancel_all` waits for its cancel requests to be sent."""
+
+
+def cancel_calls(refs: list[Any], *, force: bool) -> int:
+    """Cancel the calls behind ``refs``: run as a Ray task by
+    :meth:`RayExecutor.cancel_all`, so that the cancels reach their owner as
+    requests. Returns how many were asked."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=force)
+        except Exception:  # finished meanwhile, or the owner is gone
+            logger.debug("cancel of %s failed", ref, exc_info=True)
+    return len(refs)
+
+
 class QueueLimits:
     """How many trials an executor keeps in flight, from its ``workers``,
     ``queue_depth`` calls per worker, and trials per call (``pack_size`` stacked
@@ -426,35 +444,34 @@ class RayExecutor(QueueLimits):
     def cancel_all(self) -> None:
         """Stop every running trial now (SIGTERM, a second Ctrl-C, an error).
 
-        When the Ray session ends right after the run (:attr:`session_ends_with_run`,
-        ``hpsearch run``'s own session), the calls are only forgotten: the
-        session's end stops them (a local Ray is shut down with its workers; on a
-        cluster the raylets kill the worker processes a disconnected driver
-        leased). ``ray.cancel`` is not safe to call then: Ray 2.60's core worker
-        aborts the driver (task_manager.cc, "Tried to complete task that was not
-        pending") when the cancel of a task lands while that task's reply is
-        being handled, because the cancel, on this thread, fails a task that the
-        reply handler, on Ray's I/O thread, has already taken out of its
-        executing set and is about to complete. Checking first that the call has
-        not finished narrows that window but does not close it
-        (``benchmarks/sigterm_race.py``).
+        Never with ``ray.cancel`` from this thread: Ray 2.60's core worker then
+        aborts the driver (task_manager.cc:1329, "Tried to complete task that was
+        not pending") when the cancel lands while Ray's I/O thread handles that
+        task's reply: the reply handler takes the task out of its executing set
+        and then completes it, and a cancel in between finds it neither queued
+        nor executing and fails it first. Checking first that the call has not
+        finished does not help (the window is inside the reply's handling);
+        ``benchmarks/sigterm_race.py`` measures both.
 
-        Otherwise (a Ray session that outlives the run) the unfinished calls are
-        cancelled and their worker processes killed (Ray starts new ones), so
-        the cluster is not kept busy by trials nobody will record.
+        When the Ray session ends right after the run
+        (:attr:`session_ends_with_run`, ``hpsearch run``'s own session), the
+        calls are only forgotten: the session's end stops them (a local Ray is
+        shut down with its workers; on a cluster the raylets kill the worker
+        processes a disconnected driver leased). Otherwise a small task cancels
+        them (force: their worker processes are killed, and Ray starts new
+        ones): a cancel asked by another process reaches this driver, their
+        owner, as a request that its I/O thread handles between replies, never
+        inside one. This waits up to :data:`CANCEL_WAIT` seconds for the
+        requests to be sent.
         """
         refs = list(self._inflight)
         self._inflight.clear()
         if self.session_ends_with_run or not refs:
             return
         ray = self._ray
-        # A finished call's reply may still be in Ray's hands: never cancel it.
-        _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)
-        for ref in unfinished:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # pragma: no cover - finished meanwhile
-                pass
+        canceller = ray.remote(num_cpus=0, max_retries=0)(cancel_calls)
+        # In a list, the refs reach the task as refs (borrowed), not as values.
+        ray.wait([canceller.remote(refs, force=True)], timeout=CANCEL_WAIT)
 
     def wait(self, timeout: float | None = None) -> list[TrialOutcome]:
         """Block until at least one trial finishes (or ``timeout``); return all finished.
