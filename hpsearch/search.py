@@ -726,6 +726,7 @@ class NarrowingSearch:
         pending = list(seeds)
         results: dict[int, TrialOutcome] = {}
         while pending or self.executor.in_flight:
+            self._raise_if_cancelled()
             while pending and self.executor.in_flight < self.executor.capacity:
                 seed = pending.pop(0)
                 self.executor.submit(

@@ -356,7 +356,7 @@ def _search(
         )
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
-    if result.interrupted and signals.terminated:  # SIGTERM once nothing ran any more
+    if signals.terminated:  # its exception was dropped after the trials had ended
         print(
             f"hpsearch: terminated (SIGTERM); the database is consistent "
             f"({result.trials_run} trials recorded in this run). {resume}",
