@@ -20,11 +20,22 @@ widens the race window. ``--baseline DIR`` runs another hpsearch source tree
 (``git archive REV hpsearch trainer | tar -x -C DIR``) interleaved with the
 installed one, with the same delays, so the two are compared in one run.
 
-Usage::
+Two more ways to hit the race, each in child drivers (an abort kills one):
 
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 python benchmarks/sigterm_race.py --repeats 30 \
-        --epochs 3 --hidden 16 --cpus 8 --workers 8 --after 20 --max-delay 1.0 \
-        --baseline /tmp/base
+- ``--stress ROUNDS``: ``RayExecutor.cancel_all`` in a session that outlives the
+  run (API users, in-process runs), after 1 s + up to ``--max-delay`` s of a
+  full queue of short trials (with ``--baseline`` too);
+- ``--ray-only ROUNDS``: plain Ray tasks of 1-6 ms, 4 a round, cancelled 0-10 ms
+  after submitting (force=False, so no worker restarts and many cancels a
+  second) by ``ray.cancel`` in the driver (``direct``), the same after skipping
+  finished refs (``skip-finished``), or by ``hpsearch.cluster.cancel_calls`` run
+  as a task, as ``cancel_all`` does (``via-task``). The surest repro.
+
+Usage (``export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` first)::
+
+    python benchmarks/sigterm_race.py --repeats 30 --epochs 3 --hidden 16 --cpus 8
+        --workers 8 --after 20 --max-delay 1.0 --baseline /tmp/base
+    python benchmarks/sigterm_race.py --ray-only 300 --repeats 4
 """
 
 from __future__ import annotations
