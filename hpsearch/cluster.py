@@ -254,6 +254,24 @@ def ray_session(
         ray.shutdown()
 
 
+CANCEL_WAIT = 10.0
+"""Seconds :meth:`RayExecutor.cancel_all` waits for its cancel requests to be sent."""
+
+
+def cancel_calls(refs: list[Any], *, force: bool) -> int:
+    """Cancel the calls behind ``refs``: run as a Ray task by
+    :meth:`RayExecutor.cancel_all`, so that the cancels reach their owner as
+    requests. Returns how many were asked."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=force)
+        except Exception:  # finished meanwhile, or the owner is gone
+            logger.debug("cancel of %s failed", ref, exc_info=True)
+    return len(refs)
+
+
 class QueueLimits:
     """How many trials an executor keeps in flight, from its ``workers``,
     ``queue_depth`` calls per worker, and trials per call (``pack_size`` stacked
@@ -361,6 +379,10 @@ class RayExecutor(QueueLimits):
                 .remote(pruner, direction, study_name, max_epochs, prune_after)
             )
         self._inflight: dict[Any, tuple[list[TrialTask], bool]] = {}
+        self.session_ends_with_run = False
+        """True when the Ray session ends as soon as the run does (``hpsearch run``
+        sets it for the session it started or joined): :meth:`cancel_all` then
+        leaves the running calls to the session's end instead of cancelling them."""
         # Ready the worker processes now, while the driver opens the database.
         warm = self._remote(warm_up)
         self._warming = [warm.remote(self._threads) for _ in range(workers)]
@@ -420,14 +442,36 @@ class RayExecutor(QueueLimits):
         return [task for tasks, _ in self._inflight.values() for task in tasks]
 
     def cancel_all(self) -> None:
-        """Stop every running trial now (second Ctrl-C): their worker processes
-        are killed, and Ray starts new ones."""
-        for ref in list(self._inflight):
-            try:
-                self._ray.cancel(ref, force=True)
-            except Exception:  # pragma: no cover - already finished
-                pass
+        """Stop every running trial now (SIGTERM, a second Ctrl-C, an error).
+
+        Never with ``ray.cancel`` from this thread: Ray 2.60's core worker then
+        aborts the driver (task_manager.cc:1329, "Tried to complete task that was
+        not pending") when the cancel lands while Ray's I/O thread handles that
+        task's reply: the reply handler takes the task out of its executing set
+        and then completes it, and a cancel in between finds it neither queued
+        nor executing and fails it first. Checking first that the call has not
+        finished does not help (the window is inside the reply's handling);
+        ``benchmarks/sigterm_race.py`` measures both.
+
+        When the Ray session ends right after the run
+        (:attr:`session_ends_with_run`, ``hpsearch run``'s own session), the
+        calls are only forgotten: the session's end stops them (a local Ray is
+        shut down with its workers; on a cluster the raylets kill the worker
+        processes a disconnected driver leased). Otherwise a small task cancels
+        them (force: their worker processes are killed, and Ray starts new
+        ones): a cancel asked by another process reaches this driver, their
+        owner, as a request that its I/O thread handles between replies, never
+        inside one. This waits up to :data:`CANCEL_WAIT` seconds for the
+        requests to be sent.
+        """
+        refs = list(self._inflight)
         self._inflight.clear()
+        if self.session_ends_with_run or not refs:
+            return
+        ray = self._ray
+        canceller = ray.remote(num_cpus=0, max_retries=0)(cancel_calls)
+        # In a list, the refs reach the task as refs (borrowed), not as values.
+        ray.wait([canceller.remote(refs, force=True)], timeout=CANCEL_WAIT)
 
     def wait(self, timeout: float | None = None) -> list[TrialOutcome]:
         """Block until at least one trial finishes (or ``timeout``); return all finished.

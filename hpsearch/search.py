@@ -209,6 +209,7 @@ class NarrowingSearch:
         self._informative = ranking.informative_trials(threshold, maximize=self._maximize)
         self._trials_run = 0
         self._stop_requested = False
+        self._cancel_requested = False
         self._first_box = first_box
         self._enqueue = list(enqueue or [])
         self._unrecorded: list[TrialOutcome] = []
@@ -237,9 +238,22 @@ class NarrowingSearch:
         self._user = UserCode.of(config)
 
     # -- control ---------------------------------------------------------
-    def request_stop(self) -> None:
-        """Stop dispatching; running trials finish and are recorded (first Ctrl-C)."""
+    def request_stop(self, *, cancel: bool = False) -> None:
+        """Stop dispatching; running trials finish and are recorded (first Ctrl-C).
+
+        ``cancel=True`` (SIGTERM, a second Ctrl-C): the running trials are
+        abandoned too, by a KeyboardInterrupt out of :meth:`run`. The signal
+        handler raises one itself, but Python drops an exception raised while a
+        finalizer or weakref callback runs ("Exception ignored in ..."); the loop
+        then raises it at its next pass (within about a second), so the run
+        never quietly waits for its trials instead.
+        """
         self._stop_requested = True
+        self._cancel_requested = self._cancel_requested or cancel
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancel_requested:
+            raise KeyboardInterrupt
 
     @property
     def stop_requested(self) -> bool:
@@ -401,6 +415,7 @@ class NarrowingSearch:
                 if current.index == 0 and self._user is not None:
                     self._check_first_round()
                 if self._stop_requested:
+                    self._raise_if_cancelled()
                     self._beat(force=True, state="stopped")
                     return SearchResult(
                         rounds=[*rounds, current],
@@ -535,6 +550,7 @@ class NarrowingSearch:
         may_claim = True
         claimed = len(known)  # live trials of the round as far as we know
         while True:
+            self._raise_if_cancelled()
             self._beat()
             # Never sample more than the round still needs: the sampler's stream
             # (and so every trial's parameters) must not depend on queue sizes.
@@ -710,6 +726,7 @@ class NarrowingSearch:
         pending = list(seeds)
         results: dict[int, TrialOutcome] = {}
         while pending or self.executor.in_flight:
+            self._raise_if_cancelled()
             while pending and self.executor.in_flight < self.executor.capacity:
                 seed = pending.pop(0)
                 self.executor.submit(

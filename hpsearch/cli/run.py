@@ -82,6 +82,8 @@ def run_command(args: argparse.Namespace) -> int:
     # (see _Signals); ray.init installs its own handler, so it is set again after.
     signals = _Signals()
     previous_term = signal.signal(signal.SIGTERM, signals.on_sigterm)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = signals.unraisable_hook(previous_hook)
     try:
         return _run(args, signals)
     except KeyboardInterrupt as exc:
@@ -90,6 +92,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+        sys.unraisablehook = previous_hook
 
 
 def _run(args: argparse.Namespace, signals: _Signals) -> int:
@@ -169,6 +172,10 @@ def _run(args: argparse.Namespace, signals: _Signals) -> int:
         executor = api.make_executor(
             config, data, on_wait=lambda message: print(f"hpsearch: {message}", file=err)
         )
+        # Our own session ends with the run, and its end stops the running trials:
+        # a stop then needs no ray.cancel, which can crash Ray's core worker
+        # (RayExecutor.cancel_all).
+        executor.session_ends_with_run = started
         try:
             result = _search(
                 args,
@@ -326,6 +333,8 @@ def _search(
         signals.search, signals.executor = search, executor
         previous = signal.signal(signal.SIGINT, signals.on_sigint)
         try:
+            if signals.cancelling:  # a signal came before and its exception was dropped
+                raise KeyboardInterrupt
             result = search.run()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -347,6 +356,13 @@ def _search(
         )
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
+    if signals.terminated:  # its exception was dropped after the trials had ended
+        print(
+            f"hpsearch: terminated (SIGTERM); the database is consistent "
+            f"({result.trials_run} trials recorded in this run). {resume}",
+            file=err,
+        )
+        return EXIT_TERMINATED
     if result.interrupted:
         print(
             f"hpsearch: interrupted; the database is consistent ({result.trials_run} trials "
@@ -366,6 +382,11 @@ class _Signals:
     (:class:`~hpsearch.cli.Terminated`); before the search starts nothing runs
     and the run just ends. Once cancelling, further signals are ignored so that
     the clean-up (a few database writes) is not cut short.
+
+    The exception a handler raises lands wherever Python happens to be; in a
+    finalizer or weakref callback Python drops it. The search is therefore
+    also told to cancel (it raises at its next pass), and
+    :meth:`unraisable_hook` keeps the dropped exception's traceback off stderr.
     """
 
     def __init__(self) -> None:
@@ -379,6 +400,8 @@ class _Signals:
             return
         if self.search is None or self.search.stop_requested:
             self.cancelling = True
+            if self.search is not None:
+                self.search.request_stop(cancel=True)
             raise KeyboardInterrupt
         self.search.request_stop()
         running = self.executor.in_flight if self.executor is not None else 0
@@ -393,8 +416,21 @@ class _Signals:
             return
         self.cancelling = self.terminated = True
         if self.search is not None:
-            self.search.request_stop()
+            self.search.request_stop(cancel=True)
         raise Terminated
+
+    def unraisable_hook(self, previous: Any) -> Any:
+        """``sys.unraisablehook`` for the run: our own interrupt, dropped by Python
+        because it was raised inside a finalizer or callback, is not printed (the
+        search raises it again); anything else goes to ``previous``."""
+
+        def hook(unraisable: Any) -> None:
+            if self.cancelling and isinstance(unraisable.exc_value, KeyboardInterrupt):
+                logger.debug("interrupt raised in %r; the search raises it", unraisable.object)
+                return
+            previous(unraisable)
+
+        return hook
 
 
 def _release_running(store: Any, driver_id: str, why: str) -> int:
