@@ -289,6 +289,16 @@ def test_objectives_smoke() -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_sigterm_race_smoke() -> None:
+    """The SIGTERM benchmark drove one real 'hpsearch run' on loopback Ray to its
+    end and classified it: exit 143 with the 'terminated' message."""
+    out = run_benchmark("sigterm_race.py", timeout=300)
+    assert "sigterm_race: 1 repeats" in out
+    assert re.search(r"^  installed \(installed\): ok 1/1$", out, re.M), out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_overhead_smoke() -> None:
     out = run_benchmark("overhead.py", timeout=300)
     assert "hpsearch overhead: 12 trials, median of 1 repeats" in out
