@@ -359,95 +359,104 @@ def main() -> None:
     variants = {"installed": None}
     if args.baseline:
         variants["baseline"] = str(Path(args.baseline).resolve())
-    counts: dict[str, Counter[str]] = {v: Counter() for v in variants}
     start = time.monotonic()
-    if args.ray_only:
-        ended: dict[str, Counter[str]] = {k: Counter() for k in RAY_ONLY_KINDS}
-        cancels: Counter[str] = Counter()
-        try:
-            for i in range(args.repeats):
-                for kind in RAY_ONLY_KINDS[i % 3 :] + RAY_ONLY_KINDS[: i % 3]:
-                    end, n = ray_only(address, args, kind, i)
-                    ended[kind][end] += 1
-                    cancels[kind] += n
-                    print(f"{kind} {i}: {end} after {n} cancels", flush=True)
-        finally:
-            stop.set()
-            for h in hogs:
-                h.join()
-            ray.shutdown()
-        print(
-            f"sigterm_race --ray-only: {args.repeats} drivers x {args.ray_only} rounds per "
-            f"way, load {args.load}, {time.monotonic() - start:.0f} s",
-            flush=True,
-        )
-        for kind in RAY_ONLY_KINDS:
-            print(
-                f"  {kind}: {cancels[kind]} cancels; drivers "
-                + ", ".join(f"{k} {v}/{args.repeats}" for k, v in sorted(ended[kind].items())),
-                flush=True,
-            )
-        return
-    if args.stress:
-        try:
-            rounds_run: Counter[str] = Counter()
-            for i in range(args.repeats):
-                order = list(variants) if i % 2 == 0 else list(reversed(variants))
-                for variant in order:
-                    kind, rounds = stress(address, args, variant, variants[variant], i)
-                    counts[variant][kind] += 1
-                    rounds_run[variant] += rounds
-                    print(f"{variant} {i}: {kind} after {rounds} rounds", flush=True)
-        finally:
-            stop.set()
-            for h in hogs:
-                h.join()
-            ray.shutdown()
-        print(
-            f"sigterm_race --stress: {args.repeats} drivers x {args.stress} rounds of "
-            f"cancel_all, workers {args.workers} (Ray told {args.cpus} CPUs), load "
-            f"{args.load}, {time.monotonic() - start:.0f} s",
-            flush=True,
-        )
-        for variant, c in counts.items():
-            where = variants[variant] or "installed"
-            print(
-                f"  {variant} ({where}): {rounds_run[variant]} rounds; drivers "
-                + ", ".join(f"{k} {v}/{sum(c.values())}" for k, v in sorted(c.items())),
-                flush=True,
-            )
-        return
     try:
-        with tempfile.TemporaryDirectory(prefix="sigterm_race_") as tmp:
-            for i in range(args.repeats):
-                delay = rng.uniform(0.0, args.max_delay)
-                order = list(variants) if i % 2 == 0 else list(reversed(variants))
-                for variant in order:
-                    name = f"{variant}{i}"
-                    kind, code, detail = one_run(
-                        Path(tmp), address, name, i, args, delay, variants[variant]
-                    )
-                    counts[variant][kind] += 1
-                    if kind != "ok":
-                        print(f"{name}: {kind} (exit {code}) {detail}", flush=True)
+        if args.ray_only:
+            summary = _run_ray_only(address, args, start)
+        elif args.stress:
+            summary = _run_stress(address, args, variants, start)
+        else:
+            summary = _run_sigterms(address, args, variants, rng, start)
     finally:
         stop.set()
         for h in hogs:
             h.join()
         ray.shutdown()
-    print(
+    for line in summary:
+        print(line, flush=True)
+
+
+def _run_ray_only(address: str, args: argparse.Namespace, start: float) -> list[str]:
+    """``--ray-only``: each way of cancelling in its own drivers; the summary lines."""
+    ended: dict[str, Counter[str]] = {k: Counter() for k in RAY_ONLY_KINDS}
+    cancels: Counter[str] = Counter()
+    for i in range(args.repeats):
+        for kind in RAY_ONLY_KINDS[i % 3 :] + RAY_ONLY_KINDS[: i % 3]:
+            end, n = ray_only(address, args, kind, i)
+            ended[kind][end] += 1
+            cancels[kind] += n
+            print(f"{kind} {i}: {end} after {n} cancels", flush=True)
+    lines = [
+        f"sigterm_race --ray-only: {args.repeats} drivers x {args.ray_only} rounds per "
+        f"way, load {args.load}, {time.monotonic() - start:.0f} s"
+    ]
+    for kind in RAY_ONLY_KINDS:
+        lines.append(
+            f"  {kind}: {cancels[kind]} cancels; drivers "
+            + ", ".join(f"{k} {v}/{args.repeats}" for k, v in sorted(ended[kind].items()))
+        )
+    return lines
+
+
+def _run_stress(
+    address: str, args: argparse.Namespace, variants: dict[str, str | None], start: float
+) -> list[str]:
+    """``--stress``: cancel_all in a session that outlives the run; the summary lines."""
+    counts: dict[str, Counter[str]] = {v: Counter() for v in variants}
+    rounds_run: Counter[str] = Counter()
+    for i in range(args.repeats):
+        order = list(variants) if i % 2 == 0 else list(reversed(variants))
+        for variant in order:
+            kind, rounds = stress(address, args, variant, variants[variant], i)
+            counts[variant][kind] += 1
+            rounds_run[variant] += rounds
+            print(f"{variant} {i}: {kind} after {rounds} rounds", flush=True)
+    lines = [
+        f"sigterm_race --stress: {args.repeats} drivers x {args.stress} rounds of "
+        f"cancel_all, workers {args.workers} (Ray told {args.cpus} CPUs), load "
+        f"{args.load}, {time.monotonic() - start:.0f} s"
+    ]
+    for variant, c in counts.items():
+        where = variants[variant] or "installed"
+        lines.append(
+            f"  {variant} ({where}): {rounds_run[variant]} rounds; drivers "
+            + ", ".join(f"{k} {v}/{sum(c.values())}" for k, v in sorted(c.items()))
+        )
+    return lines
+
+
+def _run_sigterms(
+    address: str,
+    args: argparse.Namespace,
+    variants: dict[str, str | None],
+    rng: random.Random,
+    start: float,
+) -> list[str]:
+    """SIGTERM to real ``hpsearch run`` drivers; the summary lines."""
+    counts: dict[str, Counter[str]] = {v: Counter() for v in variants}
+    with tempfile.TemporaryDirectory(prefix="sigterm_race_") as tmp:
+        for i in range(args.repeats):
+            delay = rng.uniform(0.0, args.max_delay)
+            order = list(variants) if i % 2 == 0 else list(reversed(variants))
+            for variant in order:
+                name = f"{variant}{i}"
+                kind, code, detail = one_run(
+                    Path(tmp), address, name, i, args, delay, variants[variant]
+                )
+                counts[variant][kind] += 1
+                if kind != "ok":
+                    print(f"{name}: {kind} (exit {code}) {detail}", flush=True)
+    lines = [
         f"sigterm_race: {args.repeats} repeats, epochs {args.epochs}, workers {args.workers} "
-        f"(Ray told {args.cpus} CPUs), load {args.load}, {time.monotonic() - start:.0f} s",
-        flush=True,
-    )
+        f"(Ray told {args.cpus} CPUs), load {args.load}, {time.monotonic() - start:.0f} s"
+    ]
     for variant, c in counts.items():
         total = sum(c.values())
         where = variants[variant] or "installed"
-        print(
-            f"  {variant} ({where}): "
-            + ", ".join(f"{k} {v}/{total}" for k, v in sorted(c.items())),
-            flush=True,
+        lines.append(
+            f"  {variant} ({where}): " + ", ".join(f"{k} {v}/{total}" for k, v in sorted(c.items()))
         )
+    return lines
 
 
 if __name__ == "__main__":

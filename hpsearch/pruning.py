@@ -133,7 +133,7 @@ class _Median:
         self.at_step: dict[int, list[float]] = {}
 
     def judge(self, trial: _Running, step: int) -> bool:
-        if self.completed < max(1, MEDIAN_STARTUP_TRIALS) or step < self.warmup:
+        if self.completed < MEDIAN_STARTUP_TRIALS or step < self.warmup:
             return False
         values = self.at_step.get(step)
         if not values:
